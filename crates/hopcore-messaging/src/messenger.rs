@@ -389,6 +389,11 @@ impl Messenger {
         self.finish_request(now, id, None);
     }
 
+    /// The request registered under a token towards a peer (e.g. an observation).
+    pub fn request_by_token(&self, peer: SocketAddr, token: &Token) -> Option<RequestId> {
+        self.by_token.get(&(peer, *token)).copied()
+    }
+
     /// The token a request was sent with.
     pub fn request_token(&self, id: RequestId) -> Option<Token> {
         self.requests.get(&id).map(|s| s.token)
