@@ -431,6 +431,12 @@ mod tests {
             let last = forged.len() - 1;
             forged[last] ^= 1;
             assert_eq!(alg.open_vec(&key, &nonce, b"aad", &mut forged), Err(Error::DecryptFailed));
+            // The slice API zeroes the would-be plaintext on failure for every algorithm (GCM
+            // and ChaCha20/Poly1305 would leave the ciphertext there themselves).
+            let mut forged = buf.clone();
+            forged[0] ^= 1;
+            assert_eq!(alg.open_in_place(&key, &nonce, b"aad", &mut forged), Err(Error::DecryptFailed));
+            assert_eq!(forged[..12], [0u8; 12], "{alg:?}");
             alg.open_vec(&key, &nonce, b"aad", &mut buf).unwrap();
             assert_eq!(buf, b"hello OSCORE");
         }
