@@ -87,6 +87,21 @@ impl Incoming {
     pub async fn next_rejection(&mut self) -> Option<Rejection> {
         self.rejected.recv().await
     }
+    /// The next request or rejection, whichever comes first (both borrow `self`, so a server
+    /// loop cannot wait on the two others at once); `None` when the endpoint stopped.
+    pub async fn next_event(&mut self) -> Option<IncomingEvent> {
+        tokio::select! {
+            r = self.rx.recv() => r.map(IncomingEvent::Request),
+            Some(r) = self.rejected.recv() => Some(IncomingEvent::Rejected(r)),
+        }
+    }
+}
+
+/// What [`Incoming::next_event`] yields.
+#[derive(Debug)]
+pub enum IncomingEvent {
+    Request(IncomingRequest),
+    Rejected(Rejection),
 }
 
 /// Why a request got no response.
