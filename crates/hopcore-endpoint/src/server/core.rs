@@ -649,3 +649,130 @@ impl ServerBuilder {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::resource::{resource_fn, text};
+
+    fn peer() -> SocketAddr {
+        "192.0.2.1:5683".parse().unwrap()
+    }
+
+    fn get(path: &str) -> Message {
+        let mut m = Message::request(Code::GET);
+        m.set_path(path);
+        m
+    }
+
+    fn server() -> Server {
+        let mut s = Server::new();
+        s.add_resource("/who", resource_fn(|req| text(req.identity.clone().unwrap_or_else(|| "anonymous".into()))));
+        s.add_resource("/panic", resource_fn(|req| if req.payload().is_empty() { panic!("bug") } else { text("ok") }));
+        s.add_resource("/weird", resource_fn(|_| Message::request(Code::GET)));
+        s
+    }
+
+    #[test]
+    fn identity_reaches_the_handler_and_the_observation() {
+        let mut s = server();
+        let now = Instant::now();
+        let r = s.handle_request(now, peer(), get("/who"), Some("kid 01".into())).unwrap();
+        assert_eq!(r.payload, b"kid 01");
+        let r = s.handle_request(now, peer(), get("/who"), None).unwrap();
+        assert_eq!(r.payload, b"anonymous");
+        // An observation keeps the identity for its notifications.
+        s.add_resource(
+            "/obs",
+            resource_fn(|req| text(req.identity.clone().unwrap_or_default()))
+                .with_attributes(Attributes::new().observable()),
+        );
+        let mut m = get("/obs").with_option(num::OBSERVE, b"");
+        m.token = Token::from_slice(&[7]).unwrap();
+        let r = s.handle_request(now, peer(), m, Some("alice".into())).unwrap();
+        assert!(r.options.contains(num::OBSERVE));
+        s.notifier().notify("obs");
+        let n = s.poll_notifications(now);
+        assert_eq!(n.len(), 1);
+        assert_eq!(n[0].identity.as_deref(), Some("alice"));
+        assert_eq!(n[0].message.payload, b"alice");
+        assert_eq!(n[0].message.token, Token::from_slice(&[7]).unwrap());
+        assert!(s.poll_notifications(now).is_empty(), "changes are consumed");
+        assert!(s.remove_observer(peer(), Token::from_slice(&[7]).unwrap()));
+    }
+
+    #[test]
+    fn handler_failures_become_5_00() {
+        let mut s = server();
+        let now = Instant::now();
+        // (The panic message below is expected.)
+        let r = s.handle_request(now, peer(), get("/panic"), None).unwrap();
+        assert_eq!(r.code, Code::INTERNAL_SERVER_ERROR);
+        let r = s.handle_request(now, peer(), get("/panic").with_payload("x"), None).unwrap();
+        assert_eq!(r.code, Code::CONTENT, "the server keeps working");
+        let r = s.handle_request(now, peer(), get("/weird"), None).unwrap();
+        assert_eq!(r.code, Code::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn non_with_bad_critical_option_is_rejected_silently() {
+        let mut s = server();
+        let mut m = get("/who").with_option(65001, b"");
+        m.mtype = MsgType::Non;
+        // RFC 7252 §5.4.1: rejected (§4.3), no 4.02.
+        assert!(s.handle_request(Instant::now(), peer(), m, None).is_none());
+        // Responses are not requests.
+        assert!(s.handle_request(Instant::now(), peer(), Message::response(Code::CONTENT), None).is_none());
+    }
+
+    #[test]
+    fn routing_keys() {
+        assert_eq!(normalize("hello"), "/hello");
+        assert_eq!(normalize("/a//b/"), "/a/b");
+        assert_eq!(normalize(""), "/");
+        let mut m = Message::request(Code::GET);
+        assert_eq!(route_key(&m).as_deref(), Some("/"));
+        m.options.push(num::URI_PATH, b"a/b");
+        assert_eq!(route_key(&m), None, "a segment with '/' names no resource");
+        let mut m = Message::request(Code::GET);
+        m.options.push(num::URI_PATH, &[0xff]);
+        assert_eq!(route_key(&m), None);
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        // Random requests with arbitrary options and payloads: the server must answer or reject
+        // each without panicking.
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut s = crate::server::demo::demo_server();
+        let numbers = [1u16, 3, 4, 5, 6, 7, 11, 12, 14, 15, 17, 23, 27, 28, 60, 258, 292, 65000];
+        let now = Instant::now();
+        for i in 0..20_000 {
+            let mut m = Message::request(Code::new(0, rng.gen_range(1..8)));
+            m.token = Token::from_slice(&[rng.gen(), rng.gen()]).unwrap();
+            let path = ["hello", "echo", "time", "large", ".well-known", "core"];
+            for _ in 0..rng.gen_range(0..3) {
+                m.options.push(num::URI_PATH, path[rng.gen_range(0..path.len())].as_bytes());
+            }
+            for _ in 0..rng.gen_range(0..4) {
+                let n = numbers[rng.gen_range(0..numbers.len())];
+                let len = rng.gen_range(0..5);
+                let v: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
+                m.options.push(n, &v);
+            }
+            let len = rng.gen_range(0..70);
+            m.payload = (0..len).map(|_| rng.gen()).collect();
+            let r = s.handle_request(now + Duration::from_millis(i), peer(), m, None);
+            if let Some(r) = r {
+                assert!(r.code.is_response());
+            }
+            if i % 100 == 0 {
+                s.notifier().notify("/time");
+                for n in s.poll_notifications(now) {
+                    assert!(n.message.code.is_response());
+                }
+            }
+        }
+    }
+}
