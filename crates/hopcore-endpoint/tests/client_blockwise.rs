@@ -432,3 +432,31 @@ async fn reset_is_an_error() {
     assert_eq!(err, ClientError::Reset { peer: addr });
     assert_eq!(err.to_string(), format!("{addr} rejected the request with a Reset message"));
 }
+
+#[tokio::test]
+async fn non_confirmable_transfers_stay_non() {
+    let data = body(3000, 4);
+    let served = data.clone();
+    let mut server = serve(move |r| Some(block2_response(&r.message, &served, 1024, None))).await;
+    let client = client(ClientConfig { non_confirmable: true, ..ClientConfig::default() }).await;
+    let resp = within(client.request(server.addr, get("/non"))).await.unwrap();
+    assert_eq!(resp.payload, data);
+    let types: Vec<bool> = server.log_types();
+    assert_eq!(types, [false, false, false], "every block requested with NON");
+}
+
+#[tokio::test]
+async fn an_error_in_the_middle_of_a_transfer_is_the_answer() {
+    let served = body(4096, 0);
+    let server = serve(move |r| {
+        if block(&r.message, num::BLOCK2).is_some_and(|b| b.num == 2) {
+            return Some(Message::response(Code::NOT_FOUND).with_payload("gone"));
+        }
+        Some(block2_response(&r.message, &served, 1024, None))
+    })
+    .await;
+    let client = client(ClientConfig::default()).await;
+    let resp = within(client.request(server.addr, get("/vanishing"))).await.unwrap();
+    assert_eq!(resp.code, Code::NOT_FOUND);
+    assert_eq!(resp.payload, b"gone");
+}

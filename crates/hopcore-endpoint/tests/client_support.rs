@@ -44,6 +44,15 @@ impl TestServer {
         }
         v
     }
+
+    /// Whether each request received so far was confirmable.
+    pub fn log_types(&mut self) -> Vec<bool> {
+        let mut v = Vec::new();
+        while let Ok(r) = self.log.try_recv() {
+            v.push(r.handle.confirmable);
+        }
+        v
+    }
 }
 
 /// Starts a server; `handler` returns the response, or `None` to leave the request unanswered.
