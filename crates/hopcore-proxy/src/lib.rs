@@ -1,1 +1,33 @@
-//! placeholder
+//! # hopcore-proxy: a CoAP-to-CoAP proxy
+//!
+//! Forward proxy (Proxy-Uri, or Proxy-Scheme with Uri-*; RFC 7252 §5.7.2, §5.10.2) and
+//! reverse proxy (configured routes; RFC 7252 §5.7.3) over plain CoAP, with Hop-Limit
+//! (RFC 8768), an Observe relay that shares one upstream observation between all clients
+//! observing a resource (RFC 7641 §5), and block-wise transfers relayed block by block.
+//!
+//! - [`decide`]: the per-request decision, a pure function (sans-I/O).
+//! - [`relay`]: shaping upstream responses for the client, pure as well.
+//! - [`config`]: [`ProxyConfig`], read from TOML (see `proxy.example.toml`).
+//! - [`proxy`]: the async shell on [`hopcore_endpoint::Endpoint`]: [`Proxy`], [`serve`].
+//!
+//! Running a proxy from a bind address and an optional configuration file:
+//!
+//! ```no_run
+//! # async fn run(bind: std::net::SocketAddr, file: Option<&str>) -> Result<(), Box<dyn std::error::Error>> {
+//! let config = match file {
+//!     Some(path) => hopcore_proxy::ProxyConfig::load(path)?,
+//!     None => hopcore_proxy::ProxyConfig::default(),
+//! };
+//! hopcore_proxy::serve(config, bind).await?;
+//! # Ok(()) }
+//! ```
+
+pub mod config;
+pub mod decide;
+mod observe;
+pub mod proxy;
+pub mod relay;
+
+pub use config::{ConfigError, ProxyConfig, Route, RouteError};
+pub use decide::{decide, Decision, Host, Local, ObserveIntent, Reject, Scheme, Target, Upstream};
+pub use proxy::{serve, BoundProxy, Proxy};
