@@ -21,6 +21,10 @@
 //! shrinks (§2.3), ETags must match across blocks (§2.4): a GET or FETCH starts over a few
 //! times when the representation changed, other methods fail with
 //! [`ClientError::EtagChanged`], as repeating them would repeat their effect.
+//!
+//! Not done: a FETCH whose body itself needed Block1 repeats no body in its Block2 follow-ups
+//! (a FETCH body that fits in one message is repeated, RFC 8132 §2); 4.08 is returned rather
+//! than retried.
 
 use std::net::SocketAddr;
 
