@@ -137,7 +137,7 @@ impl Default for Server {
 }
 
 /// The key a resource is registered under: "/" and the non-empty segments of `path`.
-fn normalize(path: &str) -> String {
+pub(crate) fn normalize(path: &str) -> String {
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     format!("/{}", segs.join("/"))
 }
@@ -373,8 +373,10 @@ impl Server {
     /// message layer sets type, Message ID and token), or `None` when the request must be
     /// rejected without a response (RFC 7252 §5.4.1 for NON).
     ///
-    /// `identity` is the authenticated peer identity (from a security layer), handed to the
-    /// handler in [`Request::identity`] and kept with an observation.
+    /// `message` is the request as received: its type (CON/NON) decides between 4.02 and
+    /// silent rejection, its token keys an observation. `identity` is the authenticated peer
+    /// identity (from a security layer), handed to the handler in [`Request::identity`] and
+    /// kept with an observation for its notifications.
     pub fn handle_request(
         &mut self,
         now: Instant,

@@ -39,9 +39,10 @@ pub struct Notifier {
 }
 
 impl Notifier {
-    /// The resource at `path` (e.g. "/time") changed.
+    /// The resource at `path` (e.g. "/time", as given to [`super::Server::add_resource`])
+    /// changed.
     pub fn notify(&self, path: &str) {
-        let path = if path.starts_with('/') { path.to_string() } else { format!("/{path}") };
+        let path = super::core::normalize(path);
         let mut d = self.shared.dirty.lock().unwrap_or_else(|e| e.into_inner());
         d.insert(path);
         drop(d);
