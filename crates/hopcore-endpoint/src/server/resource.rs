@@ -84,7 +84,7 @@ pub struct Attributes {
     pub content_formats: Vec<u16>,
     /// `sz`: maximum size estimate (RFC 6690 §3.3).
     pub max_size: Option<u64>,
-    /// `title` (RFC 6690 §5; RFC 8288 §3.4.1).
+    /// `title` (RFC 6690 §2, a link-param).
     pub title: Option<String>,
     /// `obs`: the resource is observable (RFC 7641 §6).
     pub observable: bool,
