@@ -9,7 +9,9 @@
 //! - [`aad`]: `aad_array` and the `Enc_structure` AAD (§5.4);
 //! - [`option`]: the OSCORE option value (§6.1) and Partial IV encoding (§5);
 //! - [`replay`]: the replay window (§7.4);
-//! - [`sequence`]: the sender sequence number with App. B.1.1 reservation (§7.2).
+//! - [`sequence`]: the sender sequence number with App. B.1.1 reservation (§7.2);
+//! - [`protect`]: the message-level layer on top of them (§4-§8): [`protect_request`],
+//!   [`unprotect_request`], [`protect_response`], [`unprotect_response`], [`error_response`].
 //!
 //! Protecting a request (client) with these pieces:
 //!
@@ -56,6 +58,7 @@ pub mod context;
 pub mod error;
 pub mod nonce;
 pub mod option;
+pub mod protect;
 pub mod replay;
 pub mod sequence;
 
@@ -65,5 +68,10 @@ pub use context::{ContextInput, SecurityContext};
 pub use error::{Error, IdRole, OptionError, OptionField};
 pub use nonce::Nonce;
 pub use option::{OscoreOption, PartialIv, MAX_KID_CONTEXT_LEN, MAX_PIV_LEN, MAX_SEQUENCE_NUMBER};
+pub use protect::{
+    error_response, protect_request, protect_response, unprotect_request, unprotect_response, ClassPolicy, Layer,
+    MessageKind, NestedClasses, ProtectError, RegistryClasses, RequestBinding, RequestInfo, Rfc8613Classes,
+    UnprotectError, UnverifiedRequest,
+};
 pub use replay::{ReplayWindow, DEFAULT_REPLAY_WINDOW, MAX_REPLAY_WINDOW};
 pub use sequence::SenderSequence;
