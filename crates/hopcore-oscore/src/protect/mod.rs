@@ -6,6 +6,47 @@
 //! | client | [`protect_request`] → [`RequestBinding`] | [`unprotect_response`] with that binding    |
 //! | server | [`unprotect_request`] → [`RequestBinding`] | [`protect_response`] with that binding    |
 //!
+//! ```
+//! use std::collections::HashMap;
+//! use hopcore_codec::{Code, Message};
+//! use hopcore_oscore::{
+//!     error_response, protect_request, protect_response, unprotect_request, unprotect_response,
+//!     ContextInput, Layer, SecurityContext,
+//! };
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let secret = [7u8; 16];
+//! let mut client = SecurityContext::derive(&ContextInput::new(&secret, &[], &[0x01]))?;
+//! // The server finds contexts by the client's Sender ID (its Recipient ID, the 'kid').
+//! let mut contexts: HashMap<Vec<u8>, SecurityContext> = HashMap::new();
+//! contexts.insert(vec![], SecurityContext::derive(&ContextInput::new(&secret, &[0x01], &[]))?);
+//!
+//! // Client: protect, keep the binding with the Token.
+//! let mut request = Message::request(Code::GET);
+//! request.set_path("/temperature");
+//! let (oscore, mut client_binding) = protect_request(&request, &mut client, &Layer::RFC8613)?;
+//! assert_eq!(oscore.code, Code::POST);
+//!
+//! // Server: verify; on error answer `error_response(&err)` unprotected.
+//! let (received, mut server_binding, who) =
+//!     match unprotect_request(&oscore, |kid, _| contexts.get_mut(kid), &Layer::RFC8613) {
+//!         Ok(ok) => ok,
+//!         Err(err) => panic!("would answer {:?}", error_response(&err).code),
+//!     };
+//! assert_eq!(received, request);
+//! assert_eq!(who.kid(), &[] as &[u8]);
+//!
+//! // Server: respond (reusing the request nonce), client: verify.
+//! let response = Message::response(Code::CONTENT).with_payload(*b"21.5 C");
+//! let server = contexts.get_mut(&[][..]).ok_or("no context")?;
+//! let protected = protect_response(&response, server, &mut server_binding, false, &Layer::RFC8613)?;
+//! assert_eq!(protected.code, Code::CHANGED);
+//! let verified = unprotect_response(&protected, &client, &mut client_binding, &Layer::RFC8613)?;
+//! assert_eq!(verified, response);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Each call applies or removes exactly one OSCORE layer. A nesting engine (CP =
 //! draft-ietf-core-oscore-capable-proxies) calls them once per layer, with a [`ClassPolicy`]
 //! in [`Layer`] that implements its CP §2.2 rule; with [`NestedClasses`] (or any policy that
