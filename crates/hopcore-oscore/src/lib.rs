@@ -1,7 +1,7 @@
-//! Sans-I/O cryptographic core of OSCORE (RFC 8613).
+//! Sans-I/O OSCORE (RFC 8613): the cryptographic core and the message-level layer.
 //!
-//! This crate knows nothing about CoAP message encoding. It provides the pieces the
-//! message-level protect/unprotect is built from:
+//! The core modules know nothing about CoAP message encoding; they are the pieces the
+//! message-level protect/unprotect ([`protect`], on `hopcore_codec::Message`) is built from:
 //!
 //! - [`alg`]: AEAD algorithms by COSE id and HKDF (RFC 8613 §3.1, §3.2);
 //! - [`context`]: [`SecurityContext`] derivation (§3.2) and per-context seal/open;
@@ -13,7 +13,8 @@
 //! - [`protect`]: the message-level layer on top of them (§4-§8): [`protect_request`],
 //!   [`unprotect_request`], [`protect_response`], [`unprotect_response`], [`error_response`].
 //!
-//! Protecting a request (client) with these pieces:
+//! Protecting a request (client) with the bare pieces (the [`protect`] module does all of this,
+//! plus the option split, for whole messages):
 //!
 //! ```
 //! use hopcore_oscore::{ContextInput, ExternalAad, OscoreOption, SecurityContext};

@@ -467,7 +467,9 @@ pub fn unprotect_response(
     if binding.role != Role::Client {
         return Err(UnprotectError::WrongBindingRole);
     }
-    // RFC 8613 §8.4 step 2: decompress; failure → stop (step 8).
+    // RFC 8613 §8.4 step 2: decompress; failure → stop (step 8). A 'kid' or 'kid context' in
+    // a response (§5: "will not typically be present") is not used: the context is the one of
+    // the request, and the nonce uses its Recipient ID (§8.4 step 4).
     let option = OscoreOption::parse(oscore_option_value(msg)?).map_err(UnprotectError::MalformedOption)?;
     if msg.payload.is_empty() {
         return Err(UnprotectError::EmptyPayload);
