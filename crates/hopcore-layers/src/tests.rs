@@ -1,0 +1,240 @@
+//! The engine on both sides of an exchange, without sockets.
+
+use hopcore_codec::{num, Code, Message};
+use hopcore_oscore::{ContextInput, ReplayWindow, SecurityContext};
+
+use crate::*;
+
+fn pair(secret: u8, client_id: &[u8], server_id: &[u8]) -> (SecurityContext, SecurityContext) {
+    let s = [secret; 16];
+    let c = SecurityContext::derive(&ContextInput::new(&s, client_id, server_id)).unwrap();
+    let v = SecurityContext::derive(&ContextInput::new(&s, server_id, client_id)).unwrap();
+    (c, v)
+}
+
+/// A ContextList with Echo support (App. B.1.2) for the tests.
+#[derive(Default)]
+struct EchoStore {
+    list: ContextList,
+    issued: Vec<(usize, Vec<u8>)>,
+}
+
+impl SecurityContexts for EchoStore {
+    type Id = usize;
+    fn lookup_recipient(&self, kid: &[u8], kc: Option<&[u8]>) -> Option<usize> {
+        self.list.lookup_recipient(kid, kc)
+    }
+    fn context_mut(&mut self, id: usize) -> Option<&mut SecurityContext> {
+        self.list.context_mut(id)
+    }
+    fn prepare_send(&mut self, id: usize) -> Result<&mut SecurityContext, String> {
+        self.list.prepare_send(id)
+    }
+    fn label(&self, id: usize) -> String {
+        self.list.label(id)
+    }
+    fn issue_echo(&mut self, id: usize) -> Option<Vec<u8>> {
+        let v = vec![0xec, 0x40, id as u8, self.issued.len() as u8];
+        self.issued.push((id, v.clone()));
+        Some(v)
+    }
+    fn verify_echo(&mut self, id: usize, echo: &[u8]) -> bool {
+        self.issued.iter().any(|(i, v)| *i == id && v == echo)
+    }
+}
+
+fn get(path: &str) -> Message {
+    let mut m = Message::request(Code::GET);
+    m.set_path(path);
+    m
+}
+
+fn deliver<Id: std::fmt::Debug>(o: Incoming<Id>) -> (Message, ServerStack<Id>) {
+    match o {
+        Incoming::Deliver { request, layers } => (request, layers),
+        other => panic!("expected Deliver, got {other:?}"),
+    }
+}
+
+fn reply<Id: std::fmt::Debug>(o: Incoming<Id>) -> (Message, ServerStack<Id>) {
+    match o {
+        Incoming::Reply { response, layers, .. } => (response, layers),
+        other => panic!("expected Reply, got {other:?}"),
+    }
+}
+
+#[test]
+fn one_layer_end_to_end() {
+    let (c, s) = pair(1, b"C", b"S");
+    let mut client = ContextList::new();
+    let cid = client.add(c, "server");
+    let mut server = ContextList::new();
+    server.add(s, ":client1");
+
+    let req = get("/hello");
+    let (wire, mut cstack) = protect_request_layers(&req, &mut client, &[cid], 4).unwrap();
+    assert_eq!(wire.code, Code::POST);
+    assert!(wire.options.get(num::URI_PATH).is_none(), "Uri-Path is encrypted");
+
+    let (got, mut sstack) = deliver(process_request(wire, &mut server, &OriginServer, &Limits::default()));
+    assert_eq!(got, req);
+    assert_eq!(sstack.labels(), vec![":client1"]);
+    assert_eq!(sstack.innermost_label(), Some(":client1"));
+
+    let resp = Message::response(Code::CONTENT).with_payload("hi");
+    let wire = protect_response_layers(&resp, &mut server, &mut sstack).unwrap();
+    assert_eq!(wire.code, Code::CHANGED);
+    let back = unprotect_response_layers(&wire, &mut client, &mut cstack).unwrap();
+    assert_eq!(back, resp);
+}
+
+#[test]
+fn two_layers_removed_by_one_server_and_reapplied_in_reverse() {
+    let (c1, s1) = pair(1, b"A", b"B");
+    let (c2, s2) = pair(2, b"X", b"Y");
+    let mut client = ContextList::new();
+    let e2e = client.add(c1, "e2e");
+    let hop = client.add(c2, "hop");
+    let mut server = ContextList::new();
+    server.add(s1, ":e2e-peer");
+    server.add(s2, ":hop-peer");
+
+    let mut req = get("/a/b");
+    req.options.push(num::URI_QUERY, b"q=1");
+    let (wire, mut cstack) = protect_request_layers(&req, &mut client, &[e2e, hop], 4).unwrap();
+    assert_eq!(cstack.labels(), vec!["e2e", "hop"]);
+    // One OSCORE option visible: the outer one.
+    assert_eq!(wire.options.get_all(num::OSCORE).count(), 1);
+
+    let (got, mut sstack) = deliver(process_request(wire, &mut server, &OriginServer, &Limits::default()));
+    assert_eq!(got, req);
+    // Removed outermost first.
+    assert_eq!(sstack.labels(), vec![":hop-peer", ":e2e-peer"]);
+
+    let resp = Message::response(Code::CONTENT).with_payload("deep");
+    let wire = protect_response_layers(&resp, &mut server, &mut sstack).unwrap();
+    assert_eq!(unprotect_response_layers(&wire, &mut client, &mut cstack).unwrap(), resp);
+}
+
+#[test]
+fn inner_layer_error_is_protected_with_the_outer_layer() {
+    let (c1, _) = pair(1, b"A", b"B");
+    let (_, wrong) = pair(9, b"A", b"B"); // server holds a different key for the inner layer
+    let (c2, s2) = pair(2, b"X", b"Y");
+    let mut client = ContextList::new();
+    let e2e = client.add(c1, "e2e");
+    let hop = client.add(c2, "hop");
+    let mut server = ContextList::new();
+    server.add(wrong, ":e2e-peer");
+    server.add(s2, ":hop-peer");
+
+    let (wire, mut cstack) = protect_request_layers(&get("/x"), &mut client, &[e2e, hop], 4).unwrap();
+    let (err, mut sstack) = reply(process_request(wire, &mut server, &OriginServer, &Limits::default()));
+    assert_eq!(err.code, Code::BAD_REQUEST, "decryption failed → 4.00 (RFC 8613 §8.2)");
+    assert_eq!(sstack.labels(), vec![":hop-peer"], "only the layer removed successfully");
+    let wire = protect_response_layers(&err, &mut server, &mut sstack).unwrap();
+    assert!(wire.options.contains(num::OSCORE));
+    // The client removes the hop layer and finds the end-to-end layer missing.
+    match unprotect_response_layers(&wire, &mut client, &mut cstack) {
+        Err(LayerError::Unprotected { label, code }) => {
+            assert_eq!(label, "e2e");
+            assert_eq!(code, Code::BAD_REQUEST);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn layer_limit_and_proxy_options_at_a_non_proxy() {
+    let (c1, s1) = pair(1, b"A", b"B");
+    let (c2, s2) = pair(2, b"X", b"Y");
+    let mut client = ContextList::new();
+    let e2e = client.add(c1, "e2e");
+    let hop = client.add(c2, "hop");
+    let mut server = ContextList::new();
+    server.add(s1, ":e2e-peer");
+    server.add(s2, ":hop-peer");
+
+    // The client refuses to exceed its own limit (CP §2.1).
+    assert!(matches!(
+        protect_request_layers(&get("/x"), &mut client, &[e2e, hop], 1),
+        Err(LayerError::TooManyLayers { layers: 2, limit: 1 })
+    ));
+    // The server removes one layer, then refuses: 4.01 protected with that layer.
+    let (wire, _) = protect_request_layers(&get("/x"), &mut client, &[e2e, hop], 4).unwrap();
+    let (err, stack) = reply(process_request(wire, &mut server, &OriginServer, &Limits { max_layers: 1 }));
+    assert_eq!(err.code, Code::UNAUTHORIZED);
+    assert_eq!(stack.len(), 1);
+
+    // Proxy options at an origin server: 5.05 (CP §2.4 Step 2).
+    let mut req = get("/x");
+    req.options.push(num::PROXY_URI, b"coap://example.org/x");
+    let (err, stack) = reply(process_request(req, &mut server, &OriginServer, &Limits::default()));
+    assert_eq!(err.code, Code::PROXYING_NOT_SUPPORTED);
+    assert!(stack.is_empty());
+}
+
+#[test]
+fn replay_and_unknown_context_are_unprotected_errors() {
+    let (c, s) = pair(1, b"C", b"S");
+    let mut client = ContextList::new();
+    let cid = client.add(c, "server");
+    let mut server = ContextList::new();
+    server.add(s, ":client1");
+    let (wire, _) = protect_request_layers(&get("/x"), &mut client, &[cid], 4).unwrap();
+    deliver(process_request(wire.clone(), &mut server, &OriginServer, &Limits::default()));
+    let (err, stack) = reply(process_request(wire, &mut server, &OriginServer, &Limits::default()));
+    assert_eq!(err.code, Code::UNAUTHORIZED);
+    assert_eq!(err.payload, b"Replay detected");
+    assert_eq!(err.options.get_uint(num::MAX_AGE), Some(0));
+    assert!(stack.is_empty());
+
+    let mut empty = ContextList::new();
+    let (wire, _) = protect_request_layers(&get("/x"), &mut client, &[cid], 4).unwrap();
+    let (err, _) = reply(process_request(wire, &mut empty, &OriginServer, &Limits::default()));
+    assert_eq!(err.code, Code::UNAUTHORIZED);
+    assert_eq!(err.payload, b"Security context not found");
+}
+
+/// RFC 8613 App. B.1.2: after losing its replay state, the server challenges with Echo; the
+/// repeated request with the Echo is accepted and initializes the window.
+#[test]
+fn echo_recovers_an_unsynchronized_replay_window() {
+    let (c, s) = pair(1, b"C", b"S");
+    let mut client = ContextList::new();
+    let cid = client.add(c, "server");
+    let mut server = EchoStore::default();
+    server.list.add(s.with_replay_window(ReplayWindow::unsynchronized(32).unwrap()), ":client1");
+
+    let (wire, mut cstack) = protect_request_layers(&get("/x"), &mut client, &[cid], 4).unwrap();
+    let (challenge, mut sstack) = reply(process_request(wire, &mut server, &OriginServer, &Limits::default()));
+    assert_eq!(challenge.code, Code::UNAUTHORIZED);
+    let echo = challenge.options.get(num::ECHO).expect("Echo in the challenge").to_vec();
+    // The challenge is protected, with the server's own Partial IV.
+    let wire = protect_response_layers(&challenge, &mut server, &mut sstack).unwrap();
+    assert!(!wire.options.get(num::OSCORE).unwrap_or_default().is_empty());
+    let seen = unprotect_response_layers(&wire, &mut client, &mut cstack).unwrap();
+    assert_eq!(seen.options.get(num::ECHO), Some(&echo[..]));
+
+    // The client repeats with the Echo: accepted, and the application does not see the Echo.
+    let mut again = get("/x");
+    again.options.set(num::ECHO, &echo);
+    let (wire, _) = protect_request_layers(&again, &mut client, &[cid], 4).unwrap();
+    let (got, _) = deliver(process_request(wire.clone(), &mut server, &OriginServer, &Limits::default()));
+    assert_eq!(got, get("/x"));
+    // Now the window is synchronized: a replay of that request is rejected.
+    let (err, _) = reply(process_request(wire, &mut server, &OriginServer, &Limits::default()));
+    assert_eq!(err.payload, b"Replay detected");
+    // A wrong Echo gets a new challenge rather than acceptance.
+    let mut server2 = EchoStore::default();
+    let (c2, s2) = pair(3, b"C", b"S");
+    let mut client2 = ContextList::new();
+    let cid2 = client2.add(c2, "server");
+    server2.list.add(s2.with_replay_window(ReplayWindow::unsynchronized(32).unwrap()), ":client1");
+    let mut forged = get("/x");
+    forged.options.set(num::ECHO, b"forged");
+    let (wire, _) = protect_request_layers(&forged, &mut client2, &[cid2], 4).unwrap();
+    let (err, _) = reply(process_request(wire, &mut server2, &OriginServer, &Limits::default()));
+    assert_eq!(err.code, Code::UNAUTHORIZED);
+    assert!(err.options.contains(num::ECHO));
+}
