@@ -36,13 +36,17 @@ use hopcore_endpoint::ResponseHandle;
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
-use crate::decide::{Target, Upstream};
+use crate::decide::{Reject, Target, Upstream};
 use crate::proxy::{access_log, resolve, upstream_uri, Failure, Shared};
 use crate::relay::{age_max_age, is_notification, relay_response};
 
 /// RFC 7641 §4.5: a notification is sent as CON at least every 24 hours, so that a client
 /// that went away is noticed.
 const CON_AT_LEAST_EVERY: Duration = Duration::from_secs(24 * 3600);
+
+/// Clients observing through the proxy at once (bounded memory); beyond it a registration
+/// gets 5.03 (RFC 7252 §5.9.3.4) — RFC 7641 §4.1 lets a server decline to add an observer.
+pub(crate) const MAX_OBSERVERS: usize = 16_384;
 
 /// A client registering (GET/FETCH with Observe 0).
 pub(crate) struct Registration {
@@ -173,6 +177,13 @@ impl Relay {
             if self.observations.get(&old).is_some_and(|o| o.key != key) {
                 self.leave(id);
             }
+        }
+        if !self.by_client.contains_key(&id) && self.by_client.len() >= MAX_OBSERVERS {
+            let mut m = Reject::new(Code::SERVICE_UNAVAILABLE, "too many observers").to_message();
+            m.options.set_uint(num::MAX_AGE, 60);
+            access_log(id.0, reg.method, "-", m.code, reg.started);
+            self.shared.client.respond(reg.handle, m);
+            return;
         }
         let obs_id = match self.by_key.get(&key) {
             Some(&i) => i,

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Instant;
 
-use hopcore_codec::{num, Code, Options};
+use hopcore_codec::{num, Code, Message, Options};
 use hopcore_endpoint::{Endpoint, EndpointConfig, EndpointError, Incoming, IncomingRequest, ResponseHandle};
 use hopcore_messaging::RequestError;
 use tokio::sync::{mpsc, Semaphore};
@@ -28,7 +28,7 @@ use tracing::{debug, info, Level};
 use crate::config::ProxyConfig;
 use crate::decide::{decide, Decision, Host, Local, ObserveIntent, Reject, Target, Upstream};
 use crate::observe::{self, ObsCmd, Registration};
-use crate::relay::relay_response;
+use crate::relay::{no_response, no_response_suppresses, relay_response};
 
 /// The tracing target of the per-exchange log line.
 pub const ACCESS_LOG: &str = "hopcore_proxy::access";
@@ -177,10 +177,10 @@ fn handle_request(shared: &Arc<Shared>, obs: &mpsc::UnboundedSender<ObsCmd>, req
     let (route, upstream) = match decide(&message, &shared.cfg, &shared.local) {
         Decision::Forward(up) => (None, up),
         Decision::Reverse { route, upstream } => (Some(route), upstream),
-        Decision::Reject(r) => return answer_locally(shared, handle, message.code, &r, started),
+        Decision::Reject(r) => return answer_locally(shared, handle, &message, &r, started),
         Decision::Local => {
             let r = Reject::new(Code::NOT_FOUND, "no such resource at the proxy");
-            return answer_locally(shared, handle, message.code, &r, started);
+            return answer_locally(shared, handle, &message, &r, started);
         }
     };
     match upstream.observe {
@@ -188,7 +188,7 @@ fn handle_request(shared: &Arc<Shared>, obs: &mpsc::UnboundedSender<ObsCmd>, req
             let reg = Registration { handle, method: message.code, upstream, route, started };
             if let Err(mpsc::error::SendError(ObsCmd::Register(reg))) = obs.send(ObsCmd::Register(reg)) {
                 let r = Reject::new(Code::SERVICE_UNAVAILABLE, "observe relay stopped");
-                answer_locally(shared, reg.handle, reg.method, &r, started);
+                answer_locally(shared, reg.handle, &message, &r, started);
             }
             return;
         }
@@ -213,9 +213,11 @@ fn handle_request(shared: &Arc<Shared>, obs: &mpsc::UnboundedSender<ObsCmd>, req
     });
 }
 
-fn answer_locally(shared: &Shared, handle: ResponseHandle, method: Code, r: &Reject, started: Instant) {
-    access_log(handle.peer, method, "-", r.code, started);
-    shared.client.respond(handle, r.to_message());
+fn answer_locally(shared: &Shared, handle: ResponseHandle, req: &Message, r: &Reject, started: Instant) {
+    access_log(handle.peer, req.code, "-", r.code, started);
+    if !no_response_suppresses(no_response(&req.options), r.code) {
+        shared.client.respond(handle, r.to_message());
+    }
 }
 
 /// Sends one request upstream and relays the response (or 5.04 / 5.02) to the client.
@@ -228,6 +230,7 @@ async fn forward(
     started: Instant,
 ) {
     let uri = tracing::enabled!(target: ACCESS_LOG, Level::INFO).then(|| upstream_uri(&up.target, &up.request.options));
+    let no_response = no_response(&up.request.options);
     let Upstream { target, request, .. } = up;
     let exchange = async {
         let addr = resolve(&target, shared.upstream_v6).await?;
@@ -241,7 +244,10 @@ async fn forward(
         Err(f) => f.reject(&target).to_message(),
     };
     access_log(handle.peer, method, uri.as_deref().unwrap_or("-"), resp.code, started);
-    shared.client.respond(handle, resp);
+    // RFC 7967 §2.1: a CON request is still acknowledged (by the messaging layer).
+    if !no_response_suppresses(no_response, resp.code) {
+        shared.client.respond(handle, resp);
+    }
 }
 
 pub(crate) fn access_log(client: SocketAddr, method: Code, upstream: &str, code: Code, started: Instant) {

@@ -72,6 +72,26 @@ fn map_location_path(opts: &mut Options, route: &Route) {
     }
 }
 
+/// RFC 7967 §2.1: whether the client's No-Response option says it has no interest in a
+/// response of this class (bit 2: 2.xx, bit 8: 4.xx, bit 16: 5.xx); the proxy then sends
+/// none, whether it relays the response or generates it.
+/// `no_response` is the option's value ([`no_response`]).
+pub fn no_response_suppresses(no_response: Option<u32>, code: Code) -> bool {
+    let Some(bits) = no_response else { return false };
+    let class_bit = match code.class() {
+        2 => 2,
+        4 => 8,
+        5 => 16,
+        _ => 0,
+    };
+    bits & class_bit != 0
+}
+
+/// The value of a request's No-Response option, if any.
+pub fn no_response(request: &Options) -> Option<u32> {
+    request.get(num::NO_RESPONSE).map(|v| hopcore_codec::uint::decode(v).unwrap_or(0))
+}
+
 /// Whether a response keeps an observation going: a 2.xx with Observe (RFC 7641 §3.2).
 pub fn is_notification(m: &Message) -> bool {
     m.code.is_success() && m.options.contains(num::OBSERVE)
@@ -148,6 +168,20 @@ mod tests {
         r.options.push(num::LOCATION_PATH, b"other");
         let out = relay_response(r, Some(&route), &local());
         assert_eq!(out.options.get_all(num::LOCATION_PATH).collect::<Vec<_>>(), vec![&b"other"[..]]);
+    }
+
+    #[test]
+    fn no_response_option() {
+        let mut o = Options::new();
+        assert_eq!(no_response(&o), None);
+        assert!(!no_response_suppresses(None, Code::CONTENT));
+        o.set_uint(num::NO_RESPONSE, 2 | 16);
+        let v = no_response(&o);
+        assert_eq!(v, Some(18));
+        assert!(no_response_suppresses(v, Code::CONTENT));
+        assert!(!no_response_suppresses(v, Code::NOT_FOUND));
+        assert!(no_response_suppresses(v, Code::GATEWAY_TIMEOUT));
+        assert!(!no_response_suppresses(Some(0), Code::GATEWAY_TIMEOUT));
     }
 
     #[test]

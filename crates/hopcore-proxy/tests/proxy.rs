@@ -573,3 +573,88 @@ async fn observe_late_joiner_and_end_of_observation() {
     })
     .await
 }
+
+#[tokio::test]
+async fn observer_that_never_acknowledges_is_dropped() {
+    bounded(async {
+        // RFC 7641 §4.5: a CON notification that is never acknowledged removes the client.
+        // A short ACK timeout on the proxy's client side keeps the test fast.
+        let origin = Origin::start().await;
+        let proxy = Proxy::new(ProxyConfig::default());
+        let mut client_cfg = proxy.client_endpoint_config();
+        client_cfg.messaging.ack_timeout = Duration::from_millis(50);
+        client_cfg.messaging.max_retransmit = 1;
+        let client_side = Endpoint::bind_with(lo(), client_cfg).await.unwrap();
+        let p = client_side.0.local_addr();
+        let (up, _) = Endpoint::bind_with(lo(), proxy.upstream_endpoint_config()).await.unwrap();
+        tokio::spawn(proxy.run(client_side, up));
+
+        // A client that registers and then goes silent.
+        let sock = UdpSocket::bind(lo()).await.unwrap();
+        let mut reg =
+            via_proxy_uri(&format!("coap://127.0.0.1:{}/obs", origin.addr().port())).with_option(num::OBSERVE, &[]);
+        reg.message_id = 0x1234;
+        reg.token = Token::from_slice(b"tok").unwrap();
+        sock.send_to(&reg.to_bytes().unwrap(), p).await.unwrap();
+        let mut buf = [0u8; 1500];
+        let (n, _) = sock.recv_from(&mut buf).await.unwrap();
+        let first = Message::parse(&buf[..n]).unwrap();
+        assert_eq!((first.mtype, first.code, first.token), (MsgType::Ack, Code::CONTENT, reg.token));
+        assert!(first.options.contains(num::OBSERVE));
+
+        origin.notify("v1");
+        eventually("the proxy deregisters upstream", || origin.state.lock().unwrap().deregistrations == 1).await;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn ipv6_proxy_reaches_an_ipv4_origin() {
+    bounded(async {
+        let Ok(bound) = Proxy::new(ProxyConfig::default()).bind("[::1]:0".parse().unwrap()).await else {
+            eprintln!("no IPv6 loopback here; skipping");
+            return;
+        };
+        let p = bound.local_addr();
+        assert!(bound.upstream_addr().is_ipv6());
+        tokio::spawn(bound.run());
+        let origin = Origin::start().await;
+        let c = Endpoint::bind("[::1]:0".parse().unwrap()).await.unwrap().0;
+        let uri = format!("coap://127.0.0.1:{}/hello", origin.addr().port());
+        // Through the dual-stack upstream socket as a v4-mapped address.
+        let resp = c.request(p, via_proxy_uri(&uri)).await.unwrap();
+        assert_eq!((resp.code, resp.payload.as_slice()), (Code::CONTENT, &b"hello"[..]));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn no_response_suppresses_the_relayed_response() {
+    bounded(async {
+        // RFC 7967: No-Response 16 (no interest in 5.xx) on a NON request; the proxy sends no
+        // 5.04, while a 2.05 still comes.
+        let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let origin = Origin::start().await;
+        let p = proxy(ProxyConfig { upstream_timeout: Duration::from_millis(200), ..ProxyConfig::default() }).await;
+        let sock = UdpSocket::bind(lo()).await.unwrap();
+        let mut buf = [0u8; 1500];
+        for (i, (target, expect)) in [(port, None), (origin.addr().port(), Some(Code::CONTENT))].into_iter().enumerate()
+        {
+            let mut req = via_proxy_uri(&format!("coap://127.0.0.1:{target}/hello"));
+            req.mtype = MsgType::Non;
+            req.message_id = i as u16;
+            req.token = Token::from_slice(&[i as u8]).unwrap();
+            req.options.set_uint(num::NO_RESPONSE, 16);
+            sock.send_to(&req.to_bytes().unwrap(), p).await.unwrap();
+            let got = tokio::time::timeout(Duration::from_millis(600), sock.recv_from(&mut buf)).await;
+            match expect {
+                None => assert!(got.is_err(), "a suppressed 5.04 was sent"),
+                Some(code) => {
+                    let (n, _) = got.unwrap().unwrap();
+                    assert_eq!(Message::parse(&buf[..n]).unwrap().code, code);
+                }
+            }
+        }
+    })
+    .await
+}
