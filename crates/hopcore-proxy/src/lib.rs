@@ -5,7 +5,7 @@
 //! (RFC 8768), an Observe relay that shares one upstream observation between all clients
 //! observing a resource (RFC 7641 §5), and block-wise transfers relayed block by block.
 //!
-//! - [`decide`]: the per-request decision, a pure function (sans-I/O).
+//! - [`mod@decide`]: the per-request decision, [`decide()`], a pure function (sans-I/O).
 //! - [`relay`]: shaping upstream responses for the client, pure as well.
 //! - [`config`]: [`ProxyConfig`], read from TOML (see `proxy.example.toml`).
 //! - [`proxy`]: the async shell on [`hopcore_endpoint::Endpoint`]: [`Proxy`], [`serve`].

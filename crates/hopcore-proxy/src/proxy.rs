@@ -75,8 +75,9 @@ impl BoundProxy {
     }
 }
 
-/// Binds a proxy on `bind` (and its upstream endpoint on an ephemeral port of the same
-/// family) and runs it until the task is cancelled.
+/// Binds a proxy on `bind` (and its upstream endpoint on an ephemeral port of the wildcard
+/// address of the same family) and runs it until the future is dropped. Fails only if a
+/// socket cannot be bound.
 pub async fn serve(config: ProxyConfig, bind: SocketAddr) -> io::Result<()> {
     let bound = Proxy::new(config).bind(bind).await?;
     info!(listen = %bound.local_addr(), upstream = %bound.upstream_addr(), "CoAP proxy running");
@@ -118,8 +119,10 @@ impl Proxy {
         Ok(BoundProxy { proxy: self, client, upstream })
     }
 
-    /// Runs the proxy on the given endpoints until the client side's [`Incoming`] ends.
-    /// Bind `upstream` with [`Proxy::upstream_endpoint_config`] to get the configured NSTART.
+    /// Runs the proxy on the given endpoints. It serves until the future is dropped (or its
+    /// task aborted), which also cancels the upstream observations; relays already under way
+    /// finish on their own. Bind `upstream` with [`Proxy::upstream_endpoint_config`] to get
+    /// the configured NSTART and timeout.
     pub async fn run(self, client_side: (Endpoint, Incoming), upstream: Endpoint) {
         let (client, mut incoming) = client_side;
         let local = Local::new(client.local_addr(), &self.config);
