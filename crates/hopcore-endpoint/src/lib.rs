@@ -5,9 +5,12 @@
 //! - [`transport`]: socket set-up.
 //! - [`client`]: requests with Block-wise (RFC 7959) and Observe (RFC 7641) on top.
 //! - [`server`]: the resource framework: routing, link-format, Block-wise and Observe.
+//! - [`oscore_server`]: a [`server::Server`] behind OSCORE (RFC 8613 §8.2, §8.3), with
+//!   per-path OSCORE requirements and the peer identity for resources.
 
 pub mod client;
 pub mod endpoint;
+pub mod oscore_server;
 pub mod server;
 pub mod transport;
 

@@ -31,6 +31,7 @@ mod core;
 pub mod demo;
 pub mod link_format;
 mod observe;
+pub mod plugtest;
 pub mod resource;
 mod run;
 
