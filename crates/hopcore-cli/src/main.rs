@@ -164,7 +164,7 @@ async fn run_server(a: ServerArgs) -> anyhow::Result<ExitCode> {
 
 async fn run_proxy(a: ProxyArgs) -> anyhow::Result<ExitCode> {
     let config = match &a.config {
-        Some(path) => hopcore_proxy::ProxyConfig::load(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+        Some(path) => hopcore_proxy::ProxyConfig::load(path)?,
         None => hopcore_proxy::ProxyConfig::default(),
     };
     let proxy = hopcore_proxy::Proxy::new(config)

@@ -22,15 +22,34 @@ use crate::transport::bind_udp;
 
 /// Where the responses to one request go.
 enum Sink {
-    Once(oneshot::Sender<Result<(Message, SocketAddr), RequestError>>),
+    /// A single response; the ticket of the caller (for [`Command::Abandon`]).
+    Once(oneshot::Sender<Result<(Message, SocketAddr), RequestError>>, u64),
     Many(mpsc::UnboundedSender<Result<Message, RequestError>>),
 }
 
 enum Command {
-    Request { peer: SocketAddr, message: Message, sink: Sink },
-    Forget { peer: SocketAddr, token: Token },
-    Respond { handle: ResponseHandle, message: Message },
-    Send { peer: SocketAddr, message: Message, done: Option<oneshot::Sender<Result<(), RejectReason>>> },
+    Request {
+        peer: SocketAddr,
+        message: Message,
+        sink: Sink,
+    },
+    /// The caller of [`Endpoint::request`] stopped waiting (timeout, dropped future).
+    Abandon {
+        ticket: u64,
+    },
+    Forget {
+        peer: SocketAddr,
+        token: Token,
+    },
+    Respond {
+        handle: ResponseHandle,
+        message: Message,
+    },
+    Send {
+        peer: SocketAddr,
+        message: Message,
+        done: Option<oneshot::Sender<Result<(), RejectReason>>>,
+    },
 }
 
 /// Options for [`Endpoint::bind_with`].
@@ -54,6 +73,28 @@ pub struct Endpoint {
     cmd: mpsc::UnboundedSender<Command>,
     local: SocketAddr,
     config: Arc<Config>,
+    tickets: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Tells the driver to forget a request whose caller stopped waiting.
+struct AbandonOnDrop<'a> {
+    cmd: &'a mpsc::UnboundedSender<Command>,
+    ticket: u64,
+    armed: bool,
+}
+
+impl AbandonOnDrop<'_> {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for AbandonOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = self.cmd.send(Command::Abandon { ticket: self.ticket });
+        }
+    }
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -176,10 +217,14 @@ impl Endpoint {
             incoming: in_tx,
             rejected: rej_tx,
             sinks: HashMap::new(),
+            tickets: HashMap::new(),
             sends: HashMap::new(),
         };
         tokio::spawn(driver.run());
-        (Endpoint { cmd: cmd_tx, local, config: shared }, Incoming { rx: in_rx, rejected: rej_rx })
+        (
+            Endpoint { cmd: cmd_tx, local, config: shared, tickets: Arc::new(std::sync::atomic::AtomicU64::new(1)) },
+            Incoming { rx: in_rx, rejected: rej_rx },
+        )
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -194,12 +239,20 @@ impl Endpoint {
     /// handled by [`crate::client::Client`]). Returns the response and the address it came from.
     pub async fn request(&self, peer: SocketAddr, message: Message) -> Result<Message, EndpointError> {
         let (tx, rx) = oneshot::channel();
-        self.cmd.send(Command::Request { peer, message, sink: Sink::Once(tx) }).map_err(|_| EndpointError::Closed)?;
-        match rx.await {
+        let ticket = self.tickets.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.cmd
+            .send(Command::Request { peer, message, sink: Sink::Once(tx, ticket) })
+            .map_err(|_| EndpointError::Closed)?;
+        // If this future is dropped before the response (a caller's timeout), the messaging
+        // layer forgets the request: no more retransmissions, and a late response gets RST.
+        let guard = AbandonOnDrop { cmd: &self.cmd, ticket, armed: true };
+        let result = match rx.await {
             Ok(Ok((m, _))) => Ok(m),
             Ok(Err(e)) => Err(e.into()),
             Err(_) => Err(EndpointError::Closed),
-        }
+        };
+        guard.disarm();
+        result
     }
 
     /// Sends a request whose token stays open for notifications (RFC 7641).
@@ -243,6 +296,8 @@ struct Driver {
     incoming: mpsc::Sender<IncomingRequest>,
     rejected: mpsc::UnboundedSender<Rejection>,
     sinks: HashMap<RequestId, Sink>,
+    /// Request tickets of [`Endpoint::request`] callers, for [`Command::Abandon`].
+    tickets: HashMap<u64, RequestId>,
     sends: HashMap<SendId, oneshot::Sender<Result<(), RejectReason>>>,
 }
 
@@ -320,7 +375,17 @@ impl Driver {
             Command::Request { peer, message, sink } => {
                 let observe = matches!(sink, Sink::Many(_));
                 let id = self.messenger.send_request(now, peer, message, observe);
+                if let Sink::Once(_, ticket) = &sink {
+                    self.tickets.insert(*ticket, id);
+                }
                 self.sinks.insert(id, sink);
+            }
+            Command::Abandon { ticket } => {
+                if let Some(id) = self.tickets.remove(&ticket) {
+                    if self.sinks.remove(&id).is_some() {
+                        self.messenger.cancel_request(now, id);
+                    }
+                }
             }
             Command::Forget { peer, token } => {
                 if let Some(id) = self.messenger.request_by_token(peer, &token) {
@@ -371,8 +436,9 @@ impl Driver {
                 Event::Response { id, peer, message } => {
                     let keep = match self.sinks.get(&id) {
                         Some(Sink::Many(tx)) => tx.send(Ok(message)).is_ok(),
-                        Some(Sink::Once(_)) => {
-                            if let Some(Sink::Once(tx)) = self.sinks.remove(&id) {
+                        Some(Sink::Once(..)) => {
+                            if let Some(Sink::Once(tx, ticket)) = self.sinks.remove(&id) {
+                                self.tickets.remove(&ticket);
                                 let _ = tx.send(Ok((message, peer)));
                             }
                             true
@@ -389,7 +455,8 @@ impl Driver {
                     }
                 }
                 Event::RequestFailed { id, error } => match self.sinks.remove(&id) {
-                    Some(Sink::Once(tx)) => {
+                    Some(Sink::Once(tx, ticket)) => {
+                        self.tickets.remove(&ticket);
                         let _ = tx.send(Err(error));
                     }
                     Some(Sink::Many(tx)) => {

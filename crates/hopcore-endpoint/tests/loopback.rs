@@ -60,3 +60,27 @@ async fn ipv6_loopback() {
             .unwrap();
     assert_eq!(resp.payload, b"v6");
 }
+
+/// A caller that stops waiting (its future is dropped) makes the endpoint forget the request:
+/// no further retransmissions reach the peer.
+#[tokio::test]
+async fn abandoned_request_stops_retransmitting() {
+    let silent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut config = hopcore_endpoint::EndpointConfig::default();
+    config.messaging.ack_timeout = Duration::from_millis(100);
+    config.messaging.ack_random_factor = 1.0;
+    let (client, _) = Endpoint::bind_with("127.0.0.1:0".parse().unwrap(), config).await.unwrap();
+    let req = Message::request(Code::GET);
+    // Retransmissions at 100, 300, 700, 1500 ms; give up after 250 ms (one retransmission).
+    let r = tokio::time::timeout(Duration::from_millis(250), client.request(silent.local_addr().unwrap(), req)).await;
+    assert!(r.is_err(), "no response from a silent peer");
+    let mut buf = [0u8; 64];
+    let mut count = 0;
+    // Drain what arrived so far, then watch for 1.5 s more.
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(1800);
+    while let Ok(Ok(_)) = tokio::time::timeout_at(deadline, silent.recv_from(&mut buf)).await {
+        count += 1;
+    }
+    assert!(count <= 3, "{count} transmissions: the abandoned request kept retransmitting");
+    assert!(count >= 2, "the request and one retransmission before the abandonment, got {count}");
+}

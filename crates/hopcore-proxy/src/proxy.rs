@@ -112,7 +112,15 @@ impl Proxy {
     /// port of the wildcard address of the same family.
     pub async fn bind(self, addr: SocketAddr) -> io::Result<BoundProxy> {
         let client = Endpoint::bind_with(addr, self.client_endpoint_config()).await?;
-        let any: IpAddr = if addr.is_ipv4() { Ipv4Addr::UNSPECIFIED.into() } else { Ipv6Addr::UNSPECIFIED.into() };
+        // A proxy listening on loopback only talks to loopback: its upstream socket stays
+        // there too. Otherwise the wildcard address of the same family.
+        let any: IpAddr = if addr.ip().is_loopback() {
+            addr.ip()
+        } else if addr.is_ipv4() {
+            Ipv4Addr::UNSPECIFIED.into()
+        } else {
+            Ipv6Addr::UNSPECIFIED.into()
+        };
         // The upstream endpoint serves nothing: dropping its Incoming makes requests that
         // arrive there get 4.04.
         let (upstream, _) = Endpoint::bind_with(SocketAddr::new(any, 0), self.upstream_endpoint_config()).await?;
