@@ -7,9 +7,10 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use hopcore_codec::EncodeError;
+use hopcore_codec::{Code, EncodeError};
 use hopcore_messaging::RequestError;
 
+use super::security::SecurityError;
 use crate::endpoint::EndpointError;
 
 /// Why a [`crate::client::Client`] operation failed. An error *response* (4.xx, 5.xx) is not
@@ -48,6 +49,22 @@ pub enum ClientError {
     /// A host name could not be resolved.
     #[error("cannot resolve host {host:?}: {reason}")]
     Resolve { host: String, reason: String },
+    /// The security layer could not protect the request (e.g. no usable OSCORE context,
+    /// sequence numbers exhausted); nothing was sent.
+    #[error("cannot protect the request to {peer}: {reason}")]
+    Protect { peer: SocketAddr, reason: String },
+    /// The response failed OSCORE verification (RFC 8613 §8.4 step 8): it was dropped.
+    #[error("response from {peer} failed OSCORE verification: {reason}")]
+    Verification { peer: SocketAddr, reason: String },
+    /// A protected request was answered without protection (RFC 8613 §8.2: the server could
+    /// not process the OSCORE request; or an intermediary's own error). The response is not
+    /// delivered; its code and diagnostic payload are here.
+    #[error("server answered unprotected {code}{} (from {peer})", Diag(diagnostic))]
+    Unprotected { peer: SocketAddr, code: Code, diagnostic: String },
+    /// The server challenged the freshness of a request again after it was repeated with the
+    /// Echo value of the first challenge (RFC 9175 §2.3, RFC 8613 App. B.1.2).
+    #[error("{peer} challenged the request with Echo again after it was repeated with the Echo value")]
+    EchoRepeated { peer: SocketAddr },
 }
 
 impl ClientError {
@@ -64,6 +81,15 @@ impl ClientError {
             RequestError::Timeout => ClientError::Timeout { peer, elapsed },
             RequestError::Reset => ClientError::Reset { peer },
             RequestError::Cancelled => ClientError::Cancelled { peer },
+        }
+    }
+
+    /// Maps a failure of the client's security hook in an exchange with `peer`.
+    pub(crate) fn from_security(e: SecurityError, peer: SocketAddr) -> ClientError {
+        match e {
+            SecurityError::Protect(reason) => ClientError::Protect { peer, reason },
+            SecurityError::Verify(reason) | SecurityError::Stale(reason) => ClientError::Verification { peer, reason },
+            SecurityError::Unprotected { code, diagnostic } => ClientError::Unprotected { peer, code, diagnostic },
         }
     }
 
@@ -88,6 +114,19 @@ impl fmt::Display for Secs {
             write!(f, "{} s", s.round() as u64)
         } else {
             write!(f, "{s:.1} s")
+        }
+    }
+}
+
+/// ": diagnostic", or nothing for an empty one.
+struct Diag<'a>(&'a str);
+
+impl fmt::Display for Diag<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            write!(f, ": {}", self.0)
         }
     }
 }
@@ -124,5 +163,16 @@ mod tests {
         );
         let v6: SocketAddr = "[::1]:5683".parse().unwrap();
         assert_eq!(ClientError::Reset { peer: v6 }.to_string(), "[::1]:5683 rejected the request with a Reset message");
+        let e = ClientError::Unprotected {
+            peer,
+            code: Code::UNAUTHORIZED,
+            diagnostic: "Security context not found".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "server answered unprotected 4.01 Unauthorized: Security context not found (from 127.0.0.1:5683)"
+        );
+        let e = ClientError::Verification { peer, reason: "decryption failed".into() };
+        assert_eq!(e.to_string(), "response from 127.0.0.1:5683 failed OSCORE verification: decryption failed");
     }
 }

@@ -11,10 +11,17 @@
 //!
 //! Every exchange uses a fresh token (RFC 9175 §4.2), except the deregistration of an
 //! observation, which reuses the observation's token (RFC 7641 §3.6).
+//!
+//! With [`Client::with_security`], every message the client sends goes through a
+//! [`RequestProtector`] (e.g. [`OscoreProtector`], RFC 8613) *below* Block-wise and Observe: each
+//! block request is its own OSCORE request and each notification is verified with the
+//! registration's binding (see the [`security`] module). A verified 4.01 with an Echo option is
+//! answered by repeating the request once with that Echo (RFC 8613 App. B.1.2, RFC 9175 §2.3).
 
 mod blockwise;
 mod error;
 mod observe;
+pub mod security;
 mod uri;
 
 use std::collections::HashMap;
@@ -23,14 +30,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hopcore_codec::block::szx_for_size;
-use hopcore_codec::{Message, MsgType, Token};
+use hopcore_codec::{num, Message, MsgType, Token};
 use tokio::time::Instant;
-use tracing::trace;
+use tracing::{debug, trace};
 
 use crate::endpoint::Endpoint;
 
 pub use error::ClientError;
 pub use observe::{is_fresh, Observation};
+pub use security::{OscoreProtector, RequestProtector, ResponseVerifier, SecurityError};
 pub use uri::{build_request, resolve, Target};
 
 /// Settings of a [`Client`].
@@ -89,6 +97,8 @@ struct Inner {
     /// Block1 operations in progress, by peer and cache key, with the Request-Tag each one
     /// uses (`None`: no Request-Tag), RFC 9175 §3.5.2.
     block1_ops: Mutex<Block1Ops>,
+    /// The security hook every request goes through (OSCORE), if any.
+    protector: Option<Arc<dyn RequestProtector>>,
 }
 
 /// Request-Tags (`None`: absent) of the Block1 operations in progress, by peer and the
@@ -97,7 +107,27 @@ type Block1Ops = HashMap<(SocketAddr, Vec<u8>), Vec<Option<Vec<u8>>>>;
 
 impl Client {
     pub fn new(endpoint: Endpoint, config: ClientConfig) -> Client {
-        Client { inner: Arc::new(Inner { endpoint, config, block1_ops: Mutex::new(HashMap::new()) }) }
+        Client { inner: Arc::new(Inner { endpoint, config, block1_ops: Mutex::new(HashMap::new()), protector: None }) }
+    }
+
+    /// A client whose every request is protected by `protector` and whose every response is
+    /// verified by it (RFC 8613 §8.1, §8.4), below Block-wise and Observe. A response that
+    /// fails verification or comes unprotected is never returned: the operation fails with
+    /// [`ClientError::Verification`] or [`ClientError::Unprotected`].
+    pub fn with_security(endpoint: Endpoint, config: ClientConfig, protector: Arc<dyn RequestProtector>) -> Client {
+        Client {
+            inner: Arc::new(Inner {
+                endpoint,
+                config,
+                block1_ops: Mutex::new(HashMap::new()),
+                protector: Some(protector),
+            }),
+        }
+    }
+
+    /// The security hook of this client, if it has one.
+    pub fn protector(&self) -> Option<&Arc<dyn RequestProtector>> {
+        self.inner.protector.as_ref()
     }
 
     /// A client with the default [`ClientConfig`].
@@ -160,13 +190,70 @@ impl Client {
         Token::from_slice(&bytes[..len]).unwrap_or_default()
     }
 
+    /// Protects a request with the client's security hook (its token already set): the message
+    /// to send and the verifier of its responses; the request itself and no verifier without
+    /// a hook.
+    fn protect(
+        &self,
+        peer: SocketAddr,
+        msg: Message,
+    ) -> Result<(Message, Option<Box<dyn ResponseVerifier>>), ClientError> {
+        match &self.inner.protector {
+            None => Ok((msg, None)),
+            Some(p) => {
+                let (mut wire, verifier) = p.protect(peer, &msg).map_err(|e| ClientError::from_security(e, peer))?;
+                // The oscore layer copies the token (it is not part of the AAD); the endpoint
+                // tracks the request by it, so a hook must not change it.
+                wire.token = msg.token;
+                Ok((wire, Some(verifier)))
+            }
+        }
+    }
+
     /// One exchange: sends `msg` (with a fresh token if it has none) and waits for the response
-    /// at most `request_timeout`. Given up or cancelled (the future dropped), the token is
-    /// forgotten so that the messenger frees its NSTART slot (RFC 7252 §4.7).
+    /// at most `request_timeout`. With a security hook the request is protected and the
+    /// response verified; a verified 4.01 with Echo is answered once by repeating the request
+    /// with that Echo (RFC 8613 App. B.1.2, RFC 9175 §2.3), and the response to the repetition
+    /// is returned.
     async fn exchange(&self, peer: SocketAddr, mut msg: Message) -> Result<Message, ClientError> {
         if msg.token.is_empty() {
             msg.token = self.fresh_token();
         }
+        if self.inner.protector.is_none() {
+            return self.exchange_wire(peer, msg).await;
+        }
+        let mut echoed = false;
+        loop {
+            let (wire, verifier) = self.protect(peer, msg.clone())?;
+            let response = self.exchange_wire(peer, wire).await?;
+            let Some(mut verifier) = verifier else {
+                return Ok(response);
+            };
+            // RFC 8613 §8.4: only a verified response is returned; one that fails is dropped
+            // and reported (§8.4 step 8).
+            let response = verifier.verify(&response).map_err(|e| ClientError::from_security(e, peer))?;
+            let Some(echo) = security::echo_challenge(&response) else {
+                return Ok(response);
+            };
+            // RFC 9175 §2.3: "the client SHOULD resend the original request with the addition of
+            // an Echo option with the received Echo option value"; an Inner Echo goes back Inner,
+            // in the same security context. Once: a second challenge means the server does not
+            // accept the Echo.
+            if echoed {
+                return Err(ClientError::EchoRepeated { peer });
+            }
+            debug!(%peer, "freshness challenge (4.01 with Echo): repeating the request with the Echo");
+            echoed = true;
+            msg.options.set(num::ECHO, echo);
+            // A new request: a fresh token (RFC 9175 §4.2) and, under OSCORE, a new Partial IV.
+            msg.token = self.fresh_token();
+        }
+    }
+
+    /// One exchange of a message as it goes on the wire: waits for the response at most
+    /// `request_timeout`. Given up or cancelled (the future dropped), the token is forgotten so
+    /// that the messenger frees its NSTART slot (RFC 7252 §4.7).
+    async fn exchange_wire(&self, peer: SocketAddr, msg: Message) -> Result<Message, ClientError> {
         msg.to_bytes().map_err(ClientError::Encode)?;
         trace!(%peer, token = %msg.token, code = %msg.code, "client exchange");
         let mut guard = ForgetOnDrop { endpoint: &self.inner.endpoint, peer, token: msg.token, armed: true };

@@ -10,6 +10,15 @@
 //!   §3.6); dropping the [`Observation`] just forgets the token, so that the next notification
 //!   is answered with a Reset, which also ends the observation at the server (§3.6);
 //! - optionally, re-registration when the latest notification's Max-Age runs out (§3.3.1).
+//!
+//! With a security hook ([`Client::with_security`]) the registration is protected and its
+//! verifier checks every notification (RFC 8613 §8.4). The oscore layer accepts only
+//! notifications with a Partial IV greater than the newest one accepted (§7.4.1, §8.4.2) and
+//! gives them the Observe value of the Partial IV (§4.1.3.5.2), so that order replaces the
+//! RFC 7641 §3.4 check. An older notification is dropped; one that fails verification is
+//! dropped too (logged), unless the message layer ended the exchange with it, in which case
+//! the observation ends with the error. Re-registrations and the deregistration are protected
+//! as new requests.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -17,9 +26,10 @@ use std::time::Duration;
 use hopcore_codec::{num, Message, Token};
 use hopcore_messaging::RequestError;
 use tokio::time::Instant;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::blockwise;
+use super::security::{self, ResponseVerifier, SecurityError};
 use super::{Client, ClientError};
 use crate::endpoint::Notifications;
 
@@ -63,6 +73,9 @@ pub struct Observation {
     /// When to re-register if nothing newer arrived (RFC 7641 §3.3.1).
     refresh_at: Option<Instant>,
     ended: bool,
+    /// The verifier of the (latest) registration, with a security hook: it checks every
+    /// notification and keeps their order (RFC 8613 §7.4.1).
+    verifier: Option<Box<dyn ResponseVerifier>>,
 }
 
 enum Step {
@@ -70,18 +83,22 @@ enum Step {
     Refresh,
 }
 
-/// Sends the registration and waits for the first response (at most `request_timeout`).
-pub(super) async fn register(client: &Client, peer: SocketAddr, req: Message) -> Result<Observation, ClientError> {
-    let mut req = req;
-    // RFC 7641 §3.1: Observe 0 registers.
-    req.options.set_uint(num::OBSERVE, 0);
-    if req.token.is_empty() {
-        req.token = client.fresh_token();
-    }
-    blockwise::early_block2(client, &mut req);
-    req.to_bytes().map_err(ClientError::Encode)?;
+/// The registration sent and its first response, verified.
+struct Registered {
+    notifications: Notifications,
+    verifier: Option<Box<dyn ResponseVerifier>>,
+    first: Message,
+    start: Instant,
+}
+
+/// Sends the registration `req` (protected, with a security hook) and waits for the first
+/// response (at most `request_timeout`), which is verified. `req.token` becomes the token the
+/// message layer used.
+async fn send_registration(client: &Client, peer: SocketAddr, req: &mut Message) -> Result<Registered, ClientError> {
+    let (wire, mut verifier) = client.protect(peer, req.clone())?;
+    wire.to_bytes().map_err(ClientError::Encode)?;
     let start = Instant::now();
-    let mut notifications = client.endpoint().observe(peer, req.clone()).map_err(|_| ClientError::Closed)?;
+    let mut notifications = client.endpoint().observe(peer, wire).map_err(|_| ClientError::Closed)?;
     let first = match tokio::time::timeout(client.config().request_timeout, notifications.next()).await {
         Err(_) => {
             drop(notifications);
@@ -94,6 +111,48 @@ pub(super) async fn register(client: &Client, peer: SocketAddr, req: Message) ->
     };
     // The message layer could have replaced a token that was in use.
     req.token = notifications.token().unwrap_or(req.token);
+    // RFC 8613 §8.4: the first response is verified like any other; on failure the
+    // notifications are dropped, which forgets the token (later ones get a Reset).
+    let first = match verifier.as_mut() {
+        Some(v) => v.verify(&first).map_err(|e| ClientError::from_security(e, peer))?,
+        None => first,
+    };
+    Ok(Registered { notifications, verifier, first, start })
+}
+
+/// Sends the registration and waits for the first response (at most `request_timeout`).
+pub(super) async fn register(client: &Client, peer: SocketAddr, req: Message) -> Result<Observation, ClientError> {
+    let mut req = req;
+    // RFC 7641 §3.1: Observe 0 registers.
+    req.options.set_uint(num::OBSERVE, 0);
+    if req.token.is_empty() {
+        req.token = client.fresh_token();
+    }
+    blockwise::early_block2(client, &mut req);
+    req.to_bytes().map_err(ClientError::Encode)?;
+    let mut echoed = false;
+    let Registered { notifications, verifier, first, start } = loop {
+        let registered = send_registration(client, peer, &mut req).await?;
+        let echo = match (&registered.verifier, security::echo_challenge(&registered.first)) {
+            (Some(_), Some(echo)) => echo.to_vec(),
+            _ => break registered,
+        };
+        // RFC 8613 App. B.1.2, RFC 9175 §2.3: repeat the registration once with the Echo of
+        // the (verified) 4.01; the challenge ended the first exchange.
+        if echoed {
+            return Err(ClientError::EchoRepeated { peer });
+        }
+        debug!(%peer, "freshness challenge (4.01 with Echo): repeating the registration with the Echo");
+        echoed = true;
+        drop(registered);
+        req.options.set(num::ECHO, &echo);
+        req.token = client.fresh_token();
+    };
+    if echoed {
+        // The Echo was for that one request; re-registrations and the deregistration are new
+        // requests that the server no longer challenges.
+        req.options.remove(num::ECHO);
+    }
     let mut obs = Observation {
         client: client.clone(),
         peer,
@@ -104,6 +163,7 @@ pub(super) async fn register(client: &Client, peer: SocketAddr, req: Message) ->
         registered_at: start,
         refresh_at: None,
         ended: false,
+        verifier,
     };
     match obs.process(first, true).await {
         Some(Ok(m)) => obs.pending = Some(m),
@@ -150,11 +210,18 @@ impl Observation {
                     self.end();
                     return Some(Err(ClientError::from_request(e, self.peer, self.registered_at.elapsed())));
                 }
-                Step::Item(Some(Ok(m))) => {
-                    if let Some(r) = self.process(m, false).await {
-                        return Some(r);
+                Step::Item(Some(Ok(m))) => match self.verify(m) {
+                    Ok(Some(m)) => {
+                        if let Some(r) = self.process(m, false).await {
+                            return Some(r);
+                        }
                     }
-                }
+                    Ok(None) => {}
+                    Err(e) => {
+                        self.end();
+                        return Some(Err(e));
+                    }
+                },
             }
         }
     }
@@ -201,6 +268,34 @@ impl Observation {
         self.client.exchange(self.peer, m).await.map(Some)
     }
 
+    /// Verifies a notification with the registration's verifier (RFC 8613 §8.4). `Ok(None)`:
+    /// dropped, the observation goes on.
+    fn verify(&mut self, m: Message) -> Result<Option<Message>, ClientError> {
+        let Some(verifier) = self.verifier.as_mut() else {
+            return Ok(Some(m));
+        };
+        match verifier.verify(&m) {
+            Ok(plain) => Ok(Some(plain)),
+            Err(SecurityError::Stale(reason)) => {
+                // RFC 8613 §7.4.1: older than the newest notification, or replayed.
+                debug!(peer = %self.peer, %reason, "dropped an old notification");
+                Ok(None)
+            }
+            Err(e) => {
+                // The message layer ends the exchange on a response that is not a success with
+                // Observe (RFC 7641 §3.2): then nothing else comes and the failure is the end.
+                let last = !(m.code.is_success() && m.options.contains(num::OBSERVE));
+                if last {
+                    return Err(ClientError::from_security(e, self.peer));
+                }
+                // RFC 8613 §8.4 step 8: stop processing this message; a forged or damaged
+                // notification does not end the observation.
+                warn!(peer = %self.peer, error = %e, "dropped a notification that failed OSCORE verification");
+                Ok(None)
+            }
+        }
+    }
+
     fn end(&mut self) {
         self.ended = true;
         self.refresh_at = None;
@@ -212,9 +307,13 @@ impl Observation {
         debug!(peer = %self.peer, token = %self.registration.token, "Max-Age expired without a notification: re-registering");
         self.notifications = None;
         self.client.endpoint().forget(self.peer, self.registration.token);
-        let n =
-            self.client.endpoint().observe(self.peer, self.registration.clone()).map_err(|_| ClientError::Closed)?;
+        // A new request: protected anew, with a new binding for its notifications.
+        let (wire, verifier) = self.client.protect(self.peer, self.registration.clone())?;
+        let n = self.client.endpoint().observe(self.peer, wire).map_err(|_| ClientError::Closed)?;
         self.notifications = Some(n);
+        if verifier.is_some() {
+            self.verifier = verifier;
+        }
         self.registered_at = Instant::now();
         self.refresh_at = None;
         Ok(())
@@ -232,7 +331,10 @@ impl Observation {
             }
             return Some(Ok(m));
         };
-        if let Some((v1, t1)) = self.last {
+        // Protected: the verifier already ordered the notifications by Partial IV (RFC 8613
+        // §4.1.3.5.2, §7.4.1); the first response may carry 0 like the first notification
+        // with a Partial IV of 0.
+        if let Some((v1, t1)) = self.last.filter(|_| self.verifier.is_none()) {
             if !is_fresh(v1, v, now.saturating_duration_since(t1)) {
                 // RFC 7641 §3.4: an older notification that arrived late.
                 debug!(peer = %self.peer, last = v1, stale = v, "dropped a reordered notification");
