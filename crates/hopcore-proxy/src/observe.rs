@@ -37,7 +37,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
 use crate::decide::{Reject, Target, Upstream};
-use crate::proxy::{access_log, resolve, upstream_uri, Failure, Shared};
+use crate::proxy::{access_log, upstream_uri, Failure, Shared};
 use crate::relay::{age_max_age, is_notification, relay_response};
 
 /// RFC 7641 §4.5: a notification is sent as CON at least every 24 hours, so that a client
@@ -319,27 +319,27 @@ async fn upstream_task(
     };
     let timeout = shared.cfg.upstream_timeout;
     let register = async {
-        let addr = resolve(&target, shared.upstream_v6).await?;
-        let mut n = shared.upstream.observe(addr, request.clone()).map_err(Failure::from)?;
+        let (endpoint, addr) = shared.upstreams.route(&target).await?;
+        let mut n = endpoint.observe(addr, request.clone()).map_err(Failure::from)?;
         let first = n.next().await;
-        Ok::<_, Failure>((addr, n, first))
+        Ok::<_, Failure>(((endpoint.clone(), addr), n, first))
     };
     let first = tokio::select! {
         r = tokio::time::timeout(timeout, register) => r,
         _ = &mut stop => return,
     };
-    let (addr, mut notifications) = match first {
+    let ((endpoint, addr), mut notifications) = match first {
         Err(_) => return send(UpEvent::Failed(Failure::Timeout)),
         Ok(Err(f)) => return send(UpEvent::Failed(f)),
         Ok(Ok((_, _, None))) => return send(UpEvent::Failed(Failure::Closed)),
         Ok(Ok((_, _, Some(Err(e))))) => return send(UpEvent::Failed(e.into())),
-        Ok(Ok((addr, n, Some(Ok(m))))) => {
+        Ok(Ok((at, n, Some(Ok(m))))) => {
             let more = is_notification(&m);
             send(UpEvent::Response(m));
             if !more {
                 return;
             }
-            (addr, n)
+            (at, n)
         }
     };
     loop {
@@ -366,6 +366,6 @@ async fn upstream_task(
         let mut dereg = request;
         dereg.options.set_uint(num::OBSERVE, 1);
         dereg.token = token;
-        let _ = tokio::time::timeout(timeout, shared.upstream.request(addr, dereg)).await;
+        let _ = tokio::time::timeout(timeout, endpoint.request(addr, dereg)).await;
     }
 }

@@ -39,11 +39,43 @@ pub(crate) struct Shared {
     pub local: Local,
     /// The endpoint clients talk to.
     pub client: Endpoint,
-    /// The endpoint the proxy sends upstream requests from.
-    pub upstream: Endpoint,
-    /// Whether the upstream socket is IPv6 (IPv4 targets are then reached as v4-mapped).
-    pub upstream_v6: bool,
+    /// The endpoints the proxy sends upstream requests from.
+    pub upstreams: Upstreams,
     in_flight: Arc<Semaphore>,
+}
+
+/// The upstream endpoints: one per address family where the proxy has one for each (a proxy
+/// on loopback binds 127.0.0.1 and ::1), otherwise one (an IPv6 wildcard socket reaches IPv4
+/// targets as v4-mapped addresses).
+#[derive(Debug, Clone)]
+pub struct Upstreams {
+    primary: Endpoint,
+    other_family: Option<Endpoint>,
+}
+
+impl Upstreams {
+    pub fn single(endpoint: Endpoint) -> Upstreams {
+        Upstreams { primary: endpoint, other_family: None }
+    }
+
+    /// The endpoint to reach `target` from, and the address to send to: the socket of the
+    /// target's own family where there is one, else the primary (IPv4 as v4-mapped).
+    pub(crate) async fn route(&self, target: &Target) -> Result<(&Endpoint, SocketAddr), Failure> {
+        let primary_v6 = self.primary.local_addr().is_ipv6();
+        match (&self.other_family, resolve(target, primary_v6).await) {
+            (Some(other), Ok(SocketAddr::V6(a))) if primary_v6 => match a.ip().to_ipv4_mapped() {
+                Some(v4) => Ok((other, SocketAddr::new(v4.into(), a.port()))),
+                None => Ok((&self.primary, SocketAddr::V6(a))),
+            },
+            (_, Ok(a)) => Ok((&self.primary, a)),
+            (Some(other), Err(_)) if !primary_v6 => Ok((other, resolve(target, true).await?)),
+            (_, Err(e)) => Err(e),
+        }
+    }
+
+    pub fn primary(&self) -> &Endpoint {
+        &self.primary
+    }
 }
 
 /// A CoAP-to-CoAP proxy with its configuration, not yet running.
@@ -57,7 +89,7 @@ pub struct Proxy {
 pub struct BoundProxy {
     proxy: Proxy,
     client: (Endpoint, Incoming),
-    upstream: Endpoint,
+    upstreams: Upstreams,
 }
 
 impl BoundProxy {
@@ -67,11 +99,11 @@ impl BoundProxy {
     }
     /// The address upstream requests come from.
     pub fn upstream_addr(&self) -> SocketAddr {
-        self.upstream.local_addr()
+        self.upstreams.primary.local_addr()
     }
     /// Runs the proxy (see [`Proxy::run`]).
     pub async fn run(self) {
-        self.proxy.run(self.client, self.upstream).await
+        self.proxy.run_with(self.client, self.upstreams).await
     }
 }
 
@@ -112,19 +144,22 @@ impl Proxy {
     /// port of the wildcard address of the same family.
     pub async fn bind(self, addr: SocketAddr) -> io::Result<BoundProxy> {
         let client = Endpoint::bind_with(addr, self.client_endpoint_config()).await?;
-        // A proxy listening on loopback only talks to loopback: its upstream socket stays
-        // there too. Otherwise the wildcard address of the same family.
-        let any: IpAddr = if addr.ip().is_loopback() {
-            addr.ip()
-        } else if addr.is_ipv4() {
-            Ipv4Addr::UNSPECIFIED.into()
+        // A proxy listening on loopback only talks to loopback: its upstream sockets stay
+        // there too, one per family (127.0.0.1 and ::1). Otherwise the wildcard address of
+        // the listening family.
+        let cfg = self.upstream_endpoint_config();
+        let upstreams = if addr.ip().is_loopback() {
+            let other: IpAddr = if addr.is_ipv4() { Ipv6Addr::LOCALHOST.into() } else { Ipv4Addr::LOCALHOST.into() };
+            // The upstream endpoints serve nothing: dropping their Incoming makes requests
+            // that arrive there get 4.04.
+            let (primary, _) = Endpoint::bind_with(SocketAddr::new(addr.ip(), 0), cfg.clone()).await?;
+            let other_family = Endpoint::bind_with(SocketAddr::new(other, 0), cfg).await.ok().map(|(e, _)| e);
+            Upstreams { primary, other_family }
         } else {
-            Ipv6Addr::UNSPECIFIED.into()
+            let any: IpAddr = if addr.is_ipv4() { Ipv4Addr::UNSPECIFIED.into() } else { Ipv6Addr::UNSPECIFIED.into() };
+            Upstreams::single(Endpoint::bind_with(SocketAddr::new(any, 0), cfg).await?.0)
         };
-        // The upstream endpoint serves nothing: dropping its Incoming makes requests that
-        // arrive there get 4.04.
-        let (upstream, _) = Endpoint::bind_with(SocketAddr::new(any, 0), self.upstream_endpoint_config()).await?;
-        Ok(BoundProxy { proxy: self, client, upstream })
+        Ok(BoundProxy { proxy: self, client, upstreams })
     }
 
     /// Runs the proxy on the given endpoints. It serves until the future is dropped (or its
@@ -132,11 +167,15 @@ impl Proxy {
     /// finish on their own. Bind `upstream` with [`Proxy::upstream_endpoint_config`] to get
     /// the configured NSTART and timeout.
     pub async fn run(self, client_side: (Endpoint, Incoming), upstream: Endpoint) {
+        self.run_with(client_side, Upstreams::single(upstream)).await
+    }
+
+    /// [`Proxy::run`] with one upstream endpoint per address family.
+    pub async fn run_with(self, client_side: (Endpoint, Incoming), upstreams: Upstreams) {
         let (client, mut incoming) = client_side;
         let local = Local::new(client.local_addr(), &self.config);
-        let upstream_v6 = upstream.local_addr().is_ipv6();
         let in_flight = Arc::new(Semaphore::new(self.config.max_in_flight));
-        let shared = Arc::new(Shared { cfg: self.config, local, client, upstream, upstream_v6, in_flight });
+        let shared = Arc::new(Shared { cfg: self.config, local, client, upstreams, in_flight });
         let (obs_tx, obs_rx) = mpsc::unbounded_channel();
         tokio::spawn(observe::run(shared.clone(), obs_rx));
 
@@ -244,8 +283,8 @@ async fn forward(
     let no_response = no_response(&up.request.options);
     let Upstream { target, request, .. } = up;
     let exchange = async {
-        let addr = resolve(&target, shared.upstream_v6).await?;
-        shared.upstream.request(addr, request).await.map_err(Failure::from)
+        let (endpoint, addr) = shared.upstreams.route(&target).await?;
+        endpoint.request(addr, request).await.map_err(Failure::from)
     };
     // RFC 7252 §5.7.1: "If the request to the destination times out, then a 5.04 (Gateway
     // Timeout) response MUST be returned."

@@ -79,7 +79,11 @@ fn big_body() -> Vec<u8> {
 
 impl Origin {
     async fn start() -> Origin {
-        let (ep, mut incoming) = Endpoint::bind(lo()).await.unwrap();
+        Origin::start_at(lo()).await
+    }
+
+    async fn start_at(addr: std::net::SocketAddr) -> Origin {
+        let (ep, mut incoming) = Endpoint::bind(addr).await.unwrap();
         let state = Arc::new(Mutex::new(OriginState { state: "v0".into(), seq: 1, ..Default::default() }));
         let o = Origin { ep, state };
         let server = o.clone();
@@ -621,7 +625,29 @@ async fn ipv6_proxy_reaches_an_ipv4_origin() {
         let origin = Origin::start().await;
         let c = Endpoint::bind("[::1]:0".parse().unwrap()).await.unwrap().0;
         let uri = format!("coap://127.0.0.1:{}/hello", origin.addr().port());
-        // Through the dual-stack upstream socket as a v4-mapped address.
+        // Through the proxy's IPv4 loopback upstream socket.
+        let resp = c.request(p, via_proxy_uri(&uri)).await.unwrap();
+        assert_eq!((resp.code, resp.payload.as_slice()), (Code::CONTENT, &b"hello"[..]));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn ipv4_loopback_proxy_reaches_an_ipv6_origin_from_a_loopback_socket() {
+    bounded(async {
+        let Ok(origin_ep) = std::net::UdpSocket::bind("[::1]:0") else {
+            eprintln!("no IPv6 loopback here; skipping");
+            return;
+        };
+        drop(origin_ep);
+        let bound = Proxy::new(ProxyConfig::default()).bind(lo()).await.unwrap();
+        let p = bound.local_addr();
+        // The proxy listens on loopback, so its upstream sockets are loopback ones too.
+        assert!(bound.upstream_addr().ip().is_loopback());
+        tokio::spawn(bound.run());
+        let origin = Origin::start_at("[::1]:0".parse().unwrap()).await;
+        let c = Endpoint::bind(lo()).await.unwrap().0;
+        let uri = format!("coap://[::1]:{}/hello", origin.addr().port());
         let resp = c.request(p, via_proxy_uri(&uri)).await.unwrap();
         assert_eq!((resp.code, resp.payload.as_slice()), (Code::CONTENT, &b"hello"[..]));
     })
