@@ -10,17 +10,20 @@
 //! - [`response`]: a response gets the removed layers back in reverse order (CP §2.5).
 //! - [`outgoing`]: a client applies its layers (CP §2.3) and removes exactly those from the
 //!   responses (CP §2.6).
+//! - [`classes`]: **where the option class is decided** for outer layers (CP §2.2 Steps 1-9).
 //! - [`stack`]: the record of which contexts a message's layers used, in which order.
 //! - [`contexts`]: what the engine needs from the security store.
 //!
 //! Sans-I/O: messages and state in, messages and state out.
 
+pub mod classes;
 pub mod contexts;
 pub mod incoming;
 pub mod outgoing;
 pub mod response;
 pub mod stack;
 
+pub use classes::{Hop, LayerTarget, OptionRole};
 pub use contexts::{ContextList, SecurityContexts};
 pub use incoming::{process_request, ForwardMode, HopPolicy, Incoming, Limits, OriginServer};
 pub use outgoing::{protect_request_layers, unprotect_response_layers, LayerError};
