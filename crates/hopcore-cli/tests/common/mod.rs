@@ -166,3 +166,189 @@ pub fn flood(addr: SocketAddr, count: usize, seed: u64) {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Helpers for interop tests against other CoAP implementations (tests/interop.rs): scratch
+// directories, free ports, peer processes killed on drop, and clients with a wall-clock limit.
+
+/// A scratch directory under the system temp dir, removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("hopcore-{tag}-{}-{n}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create a scratch directory");
+        TempDir(dir)
+    }
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A port on 127.0.0.1 that was free for both UDP and TCP a moment ago (aiocoap and libcoap
+/// servers listen on both). Racy by nature: whoever starts a peer on it must retry when the
+/// peer does not come up ([`spawn_peer`] does).
+pub fn free_port() -> u16 {
+    for _ in 0..50 {
+        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind a UDP socket");
+        let port = udp.local_addr().expect("local address").port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port on 127.0.0.1 is free for both UDP and TCP");
+}
+
+/// A peer process (some other CoAP implementation), killed on drop. Its stdout and stderr go
+/// to files, shown by [`Peer::logs`] when a test fails.
+pub struct Peer {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub name: String,
+    logs: TempDir,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Peer {
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// What the peer wrote so far (stdout, then stderr), for failure messages.
+    pub fn logs(&self) -> String {
+        let read = |f: &str| std::fs::read(self.logs.path().join(f)).unwrap_or_default();
+        format!(
+            "--- {} stdout ---\n{}\n--- {} stderr ---\n{}",
+            self.name,
+            String::from_utf8_lossy(&read("stdout")),
+            self.name,
+            String::from_utf8_lossy(&read("stderr"))
+        )
+    }
+}
+
+/// Starts a CoAP server that cannot report its port: `make(port)` builds its command line for
+/// a port on 127.0.0.1, and the peer counts as up once it answers a CoAP request there. If
+/// it exits or stays silent for `ready_within`, it is killed and started once more on another
+/// port (the port may have been taken in between); a second failure panics with its logs.
+pub fn spawn_peer(name: &str, ready_within: Duration, make: impl Fn(u16) -> Command) -> Peer {
+    let mut last_logs = String::new();
+    for attempt in 1..=2 {
+        let port = free_port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let logs = TempDir::new("peer-logs");
+        let mut cmd = make(port);
+        cmd.stdin(Stdio::null())
+            .stdout(std::fs::File::create(logs.path().join("stdout")).expect("log file"))
+            .stderr(std::fs::File::create(logs.path().join("stderr")).expect("log file"));
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
+        let mut peer = Peer { child, addr, name: name.to_string(), logs };
+        if coap_answers(&mut peer, ready_within) {
+            return peer;
+        }
+        last_logs = format!("attempt {attempt}: {cmd:?}\n{}", peer.logs());
+        // Dropping `peer` kills it; try another port.
+    }
+    panic!("{name} did not start answering CoAP on 127.0.0.1 (tried twice)\n{last_logs}");
+}
+
+/// Polls `peer` with a confirmable CoAP GET /.well-known/core until any datagram comes back,
+/// for at most `within`; false early if the process exits.
+fn coap_answers(peer: &mut Peer, within: Duration) -> bool {
+    let Ok(sock) = UdpSocket::bind("127.0.0.1:0") else { return false };
+    let _ = sock.set_read_timeout(Some(Duration::from_millis(150)));
+    let deadline = Instant::now() + within;
+    let mut mid: u16 = 0x7000;
+    let mut buf = [0u8; 2048];
+    while Instant::now() < deadline {
+        if !peer.alive() {
+            return false;
+        }
+        mid = mid.wrapping_add(1);
+        let mut msg = vec![0x40, 0x01, (mid >> 8) as u8, mid as u8, 0xbb];
+        msg.extend_from_slice(b".well-known");
+        msg.push(0x04);
+        msg.extend_from_slice(b"core");
+        let _ = sock.send_to(&msg, peer.addr);
+        let until = Instant::now() + Duration::from_millis(300);
+        while Instant::now() < until {
+            match sock.recv_from(&mut buf) {
+                Ok((n, from)) if from == peer.addr && n >= 4 => return true,
+                Ok(_) => {}
+                // Timeout, or the ICMP port-unreachable of a peer that is not listening yet.
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+    false
+}
+
+/// Runs `cmd` to completion with stdin closed, killing it after `limit` (wall clock) and then
+/// panicking with what it printed so far. Output is read while it runs, so that a chatty
+/// process cannot block on a full pipe.
+pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Output {
+    use std::io::Read;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let out_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    let stdout = out_reader.join().unwrap_or_default();
+    let stderr = err_reader.join().unwrap_or_default();
+    match status {
+        Some(status) => Output { status, stdout, stderr },
+        None => panic!(
+            "{cmd:?} did not finish within {limit:?}; killed.\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            String::from_utf8_lossy(&stdout),
+            String::from_utf8_lossy(&stderr)
+        ),
+    }
+}
+
+/// Finds `program` on PATH, like `which`.
+pub fn which(program: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(program)).find(|p| p.is_file())
+}
