@@ -88,6 +88,22 @@ struct ServerArgs {
     /// Address to listen on, e.g. 127.0.0.1:5683 or [::1]:5683 (port 0: any free port).
     #[arg(long, default_value = "[::]:5683")]
     bind: SocketAddr,
+    /// OSCORE credentials (hopcore TOML or aiocoap JSON): requests protected with one of
+    /// these contexts are answered protected (RFC 8613), and resources see the context's label.
+    #[arg(long)]
+    credentials: Option<PathBuf>,
+    /// Directory for durable OSCORE state (sequence-number reservations, replay windows;
+    /// RFC 8613 App. B.1). Without it the state is volatile.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Serve the resources of aiocoap's OSCORE plugtest server instead of the demo ones.
+    /// Without --credentials, the plugtest's server contexts b and d are loaded from aiocoap's
+    /// contrib/oscore-plugtest/common-context (or $HOPCORE_PLUGTEST_CONTEXTS).
+    #[arg(long)]
+    plugtest: bool,
+    /// Answer plain (unprotected) requests under this path prefix with 4.01. Repeatable.
+    #[arg(long = "require-oscore", value_name = "PREFIX")]
+    require_oscore: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -149,17 +165,171 @@ fn main() -> ExitCode {
 }
 
 async fn run_server(a: ServerArgs) -> anyhow::Result<ExitCode> {
+    use hopcore_endpoint::oscore_server::OscoreServer;
+    use hopcore_endpoint::server::{demo, plugtest};
+
+    if a.state_dir.is_some() && a.credentials.is_none() && !a.plugtest {
+        anyhow::bail!("--state-dir needs OSCORE contexts: give --credentials (or --plugtest)");
+    }
+    let resources = if a.plugtest { plugtest::plugtest_server() } else { demo::demo_server() };
+    let mut required = a.require_oscore.clone();
+    if a.plugtest {
+        required.extend(plugtest::PROTECTED_PREFIXES.iter().map(|p| p.to_string()));
+    }
+    let oscore = a.credentials.is_some() || a.plugtest || !required.is_empty();
+    // Contexts are loaded before binding, so that a bad credentials file fails fast.
+    let store = if oscore { Some(server_contexts(&a)?) } else { None };
+
     let (endpoint, incoming) = hopcore_endpoint::Endpoint::bind(a.bind)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", a.bind))?;
     // The harness and scripts read this line to learn the port.
     println!("listening on {}", endpoint.local_addr());
-    let server = hopcore_endpoint::server::demo::demo_server();
+    let Some(store) = store else {
+        tokio::select! {
+            _ = resources.run(endpoint, incoming) => {}
+            _ = shutdown_signal() => {}
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+
+    let contexts = std::sync::Arc::new(std::sync::Mutex::new(store));
+    let mut server = OscoreServer::with_shared_contexts(resources, contexts.clone());
+    for prefix in &required {
+        server = server.require_oscore(prefix);
+    }
     tokio::select! {
         _ = server.run(endpoint, incoming) => {}
-        _ = tokio::signal::ctrl_c() => {}
+        _ = shutdown_signal() => {}
+    }
+    // Clean shutdown: save the replay windows so that the next start needs no Echo exchange
+    // (RFC 8613 App. B.1.2). The server future is gone, so this is the last reference.
+    if let Ok(store) = std::sync::Arc::try_unwrap(contexts) {
+        let store = store.into_inner().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = store.shutdown() {
+            tracing::warn!(error = %e, "could not save the OSCORE replay state");
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Ctrl-C, or SIGTERM on Unix.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// The OSCORE contexts of `hopcore server`: from --credentials, or the plugtest's server
+/// contexts b and d; durable in --state-dir if given. Never logs key material.
+fn server_contexts(a: &ServerArgs) -> anyhow::Result<hopcore_security::ContextStore> {
+    use hopcore_security::{ContextMeta, ContextStore, StoreOptions};
+
+    let mut store = match &a.state_dir {
+        Some(dir) => ContextStore::open(dir, StoreOptions::default())
+            .map_err(|e| anyhow::anyhow!("OSCORE state in {}: {e}", dir.display()))?,
+        None => ContextStore::volatile(),
+    };
+    let durable = store.is_durable();
+    let mut add = |label: &str, params: hopcore_security::ContextParams| -> anyhow::Result<()> {
+        let ctx = params.derive().map_err(|e| anyhow::anyhow!("OSCORE context {label}: {e}"))?;
+        let meta = if durable { ContextMeta::durable(label, &ctx) } else { ContextMeta::new(label) };
+        let id = store.add(ctx, meta).map_err(|e| anyhow::anyhow!("OSCORE context {label}: {e}"))?;
+        store.set_params(id, params).map_err(|e| anyhow::anyhow!("OSCORE context {label}: {e}"))?;
+        Ok(())
+    };
+    if let Some(path) = &a.credentials {
+        anyhow::bail!("{}: OSCORE credentials files are not supported yet", path.display());
+    } else if a.plugtest {
+        let dir = plugtest_context_dir().ok_or_else(|| {
+            anyhow::anyhow!(
+                "--plugtest without --credentials needs aiocoap's contrib/oscore-plugtest/common-context \
+                 (scripts/setup-peers.sh puts it under .peers/; or set HOPCORE_PLUGTEST_CONTEXTS)"
+            )
+        })?;
+        // The plugtest server's contexts: b answers client a, d answers client c (upstream's
+        // labels).
+        for name in ["b", "d"] {
+            add(&format!(":{name}"), aiocoap_context_dir(&dir.join(name))?)?;
+        }
+    }
+    if !durable && !store.is_empty() {
+        tracing::warn!("OSCORE state is volatile (no --state-dir): do not reuse these contexts after a restart");
+    }
+    Ok(store)
+}
+
+/// Where aiocoap's plugtest contexts are: $HOPCORE_PLUGTEST_CONTEXTS, or
+/// `.peers/aiocoap-0.4.17/contrib/oscore-plugtest/common-context` under the current directory
+/// or under the source tree this binary was built from.
+fn plugtest_context_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("HOPCORE_PLUGTEST_CONTEXTS") {
+        return Some(PathBuf::from(dir));
+    }
+    const REL: &str = ".peers/aiocoap-0.4.17/contrib/oscore-plugtest/common-context";
+    let built = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(REL);
+    [PathBuf::from(REL), built].into_iter().find(|d| d.join("b").is_dir())
+}
+
+/// Reads an aiocoap security context directory (`settings.json` + `secret.json`, keys with
+/// `_hex` / `_ascii` suffixes; see scripts/PEERS.md).
+fn aiocoap_context_dir(dir: &std::path::Path) -> anyhow::Result<hopcore_security::ContextParams> {
+    use serde_json::{Map, Value};
+    let mut keys: Map<String, Value> = Map::new();
+    for file in ["settings.json", "secret.json"] {
+        let path = dir.join(file);
+        let text = std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let Value::Object(map) =
+            serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: not JSON: {e}", path.display()))?
+        else {
+            anyhow::bail!("{}: not a JSON object", path.display());
+        };
+        keys.extend(map);
+    }
+    let bytes = |name: &str| -> anyhow::Result<Option<Vec<u8>>> {
+        if let Some(v) = keys.get(&format!("{name}_hex")) {
+            let s = v.as_str().ok_or_else(|| anyhow::anyhow!("{}: {name}_hex is not a string", dir.display()))?;
+            return hex_decode(s).map(Some).ok_or_else(|| anyhow::anyhow!("{}: {name}_hex is not hex", dir.display()));
+        }
+        match keys.get(&format!("{name}_ascii")) {
+            Some(v) => v
+                .as_str()
+                .map(|s| Some(s.as_bytes().to_vec()))
+                .ok_or_else(|| anyhow::anyhow!("{}: {name}_ascii is not a string", dir.display())),
+            None => Ok(None),
+        }
+    };
+    let need = |name: &str| -> anyhow::Result<Vec<u8>> {
+        bytes(name)?.ok_or_else(|| anyhow::anyhow!("{}: {name} missing", dir.display()))
+    };
+    let mut params =
+        hopcore_security::ContextParams::new(&need("secret")?, &need("sender-id")?, &need("recipient-id")?)
+            .with_id_context(bytes("id-context")?.as_deref());
+    if let Some(salt) = bytes("salt")? {
+        params = params.with_master_salt(&salt);
+    }
+    if let Some(alg) = keys.get("algorithm").and_then(Value::as_str) {
+        let aead = hopcore_security::params::aead_from_name(alg)
+            .map_err(|e| anyhow::anyhow!("{}: algorithm {alg}: {e:?}", dir.display()))?;
+        params = params.with_aead(aead);
+    }
+    Ok(params)
+}
+
+fn hex_decode(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| s.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok())).collect()
 }
 
 async fn run_proxy(a: ProxyArgs) -> anyhow::Result<ExitCode> {
