@@ -9,11 +9,13 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod credentials;
 pub mod durable;
 pub mod echo;
 pub mod params;
 pub mod store;
 
+pub use credentials::{CredentialEntry, CredentialIndex, Credentials, CredentialsError};
 pub use echo::{EchoIssuer, ECHO_LEN};
 pub use params::ContextParams;
 pub use store::{persist_key_for, ContextId, ContextMeta, ContextStore, Freshness, StoreError, StoreOptions};
