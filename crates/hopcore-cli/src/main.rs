@@ -84,6 +84,7 @@ pub struct RequestArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("contexts").args(["credentials", "plugtest"]).multiple(true)))]
 struct ServerArgs {
     /// Address to listen on, e.g. 127.0.0.1:5683 or [::1]:5683 (port 0: any free port).
     #[arg(long, default_value = "[::]:5683")]
@@ -94,7 +95,7 @@ struct ServerArgs {
     credentials: Option<PathBuf>,
     /// Directory for durable OSCORE state (sequence-number reservations, replay windows;
     /// RFC 8613 App. B.1). Without it the state is volatile.
-    #[arg(long)]
+    #[arg(long, requires = "contexts")]
     state_dir: Option<PathBuf>,
     /// Serve the resources of aiocoap's OSCORE plugtest server instead of the demo ones.
     /// Without --credentials, the plugtest's server contexts b and d are loaded from aiocoap's
@@ -168,9 +169,6 @@ async fn run_server(a: ServerArgs) -> anyhow::Result<ExitCode> {
     use hopcore_endpoint::oscore_server::OscoreServer;
     use hopcore_endpoint::server::{demo, plugtest};
 
-    if a.state_dir.is_some() && a.credentials.is_none() && !a.plugtest {
-        anyhow::bail!("--state-dir needs OSCORE contexts: give --credentials (or --plugtest)");
-    }
     let resources = if a.plugtest { plugtest::plugtest_server() } else { demo::demo_server() };
     let mut required = a.require_oscore.clone();
     if a.plugtest {
