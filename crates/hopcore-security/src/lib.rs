@@ -13,6 +13,7 @@ pub mod credentials;
 pub mod durable;
 pub mod echo;
 pub mod params;
+pub mod rederive;
 pub mod store;
 
 pub use credentials::{CredentialEntry, CredentialIndex, Credentials, CredentialsError};
