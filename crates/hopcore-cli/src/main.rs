@@ -227,43 +227,48 @@ async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-/// The OSCORE contexts of `hopcore server`: from --credentials, or the plugtest's server
-/// contexts b and d; durable in --state-dir if given. Never logs key material.
+/// The OSCORE contexts of `hopcore server`: from --credentials (hopcore TOML or aiocoap
+/// JSON), or the plugtest's server contexts b and d, loaded through the same loader; durable
+/// in --state-dir if given. Never logs key material.
 fn server_contexts(a: &ServerArgs) -> anyhow::Result<hopcore_security::ContextStore> {
-    use hopcore_security::{ContextMeta, ContextStore, StoreOptions};
+    use hopcore_security::{ContextStore, Credentials};
 
-    let mut store = match &a.state_dir {
-        Some(dir) => ContextStore::open(dir, StoreOptions::default())
-            .map_err(|e| anyhow::anyhow!("OSCORE state in {}: {e}", dir.display()))?,
-        None => ContextStore::volatile(),
-    };
-    let durable = store.is_durable();
-    let mut add = |label: &str, params: hopcore_security::ContextParams| -> anyhow::Result<()> {
-        let ctx = params.derive().map_err(|e| anyhow::anyhow!("OSCORE context {label}: {e}"))?;
-        let meta = if durable { ContextMeta::durable(label, &ctx) } else { ContextMeta::new(label) };
-        let id = store.add(ctx, meta).map_err(|e| anyhow::anyhow!("OSCORE context {label}: {e}"))?;
-        store.set_params(id, params).map_err(|e| anyhow::anyhow!("OSCORE context {label}: {e}"))?;
-        Ok(())
-    };
-    if let Some(path) = &a.credentials {
-        anyhow::bail!("{}: OSCORE credentials files are not supported yet", path.display());
-    } else if a.plugtest {
-        let dir = plugtest_context_dir().ok_or_else(|| {
-            anyhow::anyhow!(
-                "--plugtest without --credentials needs aiocoap's contrib/oscore-plugtest/common-context \
-                 (scripts/setup-peers.sh puts it under .peers/; or set HOPCORE_PLUGTEST_CONTEXTS)"
-            )
-        })?;
-        // The plugtest server's contexts: b answers client a, d answers client c (upstream's
-        // labels).
-        for name in ["b", "d"] {
-            add(&format!(":{name}"), aiocoap_context_dir(&dir.join(name))?)?;
+    let credentials = match (&a.credentials, a.plugtest) {
+        (Some(path), _) => Credentials::load(path)?,
+        (None, true) => {
+            let dir = plugtest_context_dir().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--plugtest without --credentials needs aiocoap's contrib/oscore-plugtest/common-context \
+                     (scripts/setup-peers.sh puts it under .peers/; or set HOPCORE_PLUGTEST_CONTEXTS)"
+                )
+            })?;
+            plugtest_credentials(&dir)?
         }
-    }
-    if !durable && !store.is_empty() {
-        tracing::warn!("OSCORE state is volatile (no --state-dir): do not reuse these contexts after a restart");
-    }
+        // Only --require-oscore: no contexts, every OSCORE request gets 4.01.
+        (None, false) => return Ok(ContextStore::volatile()),
+    };
+    let (store, _index) = credentials.into_store(a.state_dir.as_deref())?;
+    tracing::info!(contexts = store.len(), durable = store.is_durable(), "OSCORE contexts loaded");
     Ok(store)
+}
+
+/// The plugtest server's contexts as aiocoap credentials: b answers client a, d answers client
+/// c (upstream's labels `:b` and `:d`). The map goes through a temporary file because the
+/// loader reads files; the context directories themselves are only read.
+fn plugtest_credentials(dir: &std::path::Path) -> anyhow::Result<hopcore_security::Credentials> {
+    let dir = dir.canonicalize().map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+    let mut map = serde_json::Map::new();
+    for name in ["b", "d"] {
+        let basedir = dir.join(name);
+        let basedir = basedir.to_str().ok_or_else(|| anyhow::anyhow!("{}: not UTF-8", basedir.display()))?;
+        map.insert(format!(":{name}"), serde_json::json!({ "oscore": { "basedir": format!("{basedir}/") } }));
+    }
+    let file = std::env::temp_dir().join(format!("hopcore-plugtest-credentials-{}.json", std::process::id()));
+    std::fs::write(&file, serde_json::Value::Object(map).to_string())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let loaded = hopcore_security::Credentials::load(&file);
+    let _ = std::fs::remove_file(&file);
+    Ok(loaded?)
 }
 
 /// Where aiocoap's plugtest contexts are: $HOPCORE_PLUGTEST_CONTEXTS, or
@@ -276,58 +281,6 @@ fn plugtest_context_dir() -> Option<PathBuf> {
     const REL: &str = ".peers/aiocoap-0.4.17/contrib/oscore-plugtest/common-context";
     let built = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(REL);
     [PathBuf::from(REL), built].into_iter().find(|d| d.join("b").is_dir())
-}
-
-/// Reads an aiocoap security context directory (`settings.json` + `secret.json`, keys with
-/// `_hex` / `_ascii` suffixes; see scripts/PEERS.md).
-fn aiocoap_context_dir(dir: &std::path::Path) -> anyhow::Result<hopcore_security::ContextParams> {
-    use serde_json::{Map, Value};
-    let mut keys: Map<String, Value> = Map::new();
-    for file in ["settings.json", "secret.json"] {
-        let path = dir.join(file);
-        let text = std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        let Value::Object(map) =
-            serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: not JSON: {e}", path.display()))?
-        else {
-            anyhow::bail!("{}: not a JSON object", path.display());
-        };
-        keys.extend(map);
-    }
-    let bytes = |name: &str| -> anyhow::Result<Option<Vec<u8>>> {
-        if let Some(v) = keys.get(&format!("{name}_hex")) {
-            let s = v.as_str().ok_or_else(|| anyhow::anyhow!("{}: {name}_hex is not a string", dir.display()))?;
-            return hex_decode(s).map(Some).ok_or_else(|| anyhow::anyhow!("{}: {name}_hex is not hex", dir.display()));
-        }
-        match keys.get(&format!("{name}_ascii")) {
-            Some(v) => v
-                .as_str()
-                .map(|s| Some(s.as_bytes().to_vec()))
-                .ok_or_else(|| anyhow::anyhow!("{}: {name}_ascii is not a string", dir.display())),
-            None => Ok(None),
-        }
-    };
-    let need = |name: &str| -> anyhow::Result<Vec<u8>> {
-        bytes(name)?.ok_or_else(|| anyhow::anyhow!("{}: {name} missing", dir.display()))
-    };
-    let mut params =
-        hopcore_security::ContextParams::new(&need("secret")?, &need("sender-id")?, &need("recipient-id")?)
-            .with_id_context(bytes("id-context")?.as_deref());
-    if let Some(salt) = bytes("salt")? {
-        params = params.with_master_salt(&salt);
-    }
-    if let Some(alg) = keys.get("algorithm").and_then(Value::as_str) {
-        let aead = hopcore_security::params::aead_from_name(alg)
-            .map_err(|e| anyhow::anyhow!("{}: algorithm {alg}: {e:?}", dir.display()))?;
-        params = params.with_aead(aead);
-    }
-    Ok(params)
-}
-
-fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len()).step_by(2).map(|i| s.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok())).collect()
 }
 
 async fn run_proxy(a: ProxyArgs) -> anyhow::Result<ExitCode> {

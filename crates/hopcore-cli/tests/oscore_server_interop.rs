@@ -69,45 +69,6 @@ impl Drop for Scratch {
     }
 }
 
-/// Runs `cmd` with stdin closed and a wall-clock limit; `None` as status when it was killed.
-/// Output (stdout, then stderr) is read while it runs.
-fn bounded(cmd: &mut Command, limit: Duration) -> (Option<ExitStatus>, String) {
-    use std::io::Read;
-    fn drain(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
-        std::thread::spawn(move || {
-            let mut v = Vec::new();
-            let _ = r.read_to_end(&mut v);
-            v
-        })
-    }
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-    let out = drain(child.stdout.take().expect("stdout"));
-    let err = drain(child.stderr.take().expect("stderr"));
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break Some(s),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-        }
-    };
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.join().unwrap_or_default()),
-        String::from_utf8_lossy(&err.join().unwrap_or_default())
-    );
-    (status, text)
-}
-
 /// The lines that make a plugtest run fail: aiocoap's own filter (tests/test_oscore_plugtest.py):
 /// any line with "fail", "warning" or "error", except "Check passed: " lines and the code names
 /// "Precondition Failed" and "Internal Server Error".
@@ -127,7 +88,8 @@ fn plugtest(venv: &Path, pt: &Path, server: std::net::SocketAddr, clientdir: &Pa
     let mut cmd = Command::new(venv.join("bin/python"));
     cmd.arg(pt.join("plugtest-client")).arg(server.to_string()).arg(clientdir).arg(n.to_string());
     cmd.env("NO_COLOR", "1");
-    let (status, out) = bounded(&mut cmd, Duration::from_secs(40));
+    let (status, stdout, stderr) = bounded(&mut cmd, Duration::from_secs(40));
+    let out = stdout + &stderr;
     let bad = fail_lines(&out);
     match status {
         Some(s) if s.success() && bad.is_empty() => Ok(out),
@@ -188,4 +150,116 @@ fn plugtest_failure_filter() {
     assert!(fail_lines(ok).is_empty());
     let bad = "Additional verify failed (1 != 2): Code as expected\nWARNING:coap:something\nFailed: x";
     assert_eq!(fail_lines(bad).len(), 3);
+}
+
+/// Writes an aiocoap context directory (scripts/PEERS.md: the formats that worked).
+fn context_dir(dir: &Path, sender: &str, recipient: &str) {
+    std::fs::create_dir_all(dir).expect("context directory");
+    let settings = format!(
+        r#"{{"sender-id_hex": "{sender}", "recipient-id_hex": "{recipient}", "algorithm": "AES-CCM-16-64-128"}}"#
+    );
+    std::fs::write(dir.join("settings.json"), settings).expect("settings.json");
+    let secret = r#"{"secret_hex": "0102030405060708090a0b0c0d0e0f10", "salt_hex": "9e7ca92223786340"}"#;
+    std::fs::write(dir.join("secret.json"), secret).expect("secret.json");
+}
+
+fn aiocoap_client(venv: &Path, args: &[&str]) -> (Option<ExitStatus>, String, String) {
+    let mut cmd = Command::new(venv.join("bin/aiocoap-client"));
+    cmd.arg("--no-color").args(args).env("NO_COLOR", "1");
+    bounded(&mut cmd, Duration::from_secs(40))
+}
+
+/// Runs `cmd` with stdin closed and a wall-clock limit: exit status (`None`: killed at the
+/// limit), stdout, stderr. The output goes to files, so a chatty process never blocks.
+fn bounded(cmd: &mut Command, limit: Duration) -> (Option<ExitStatus>, String, String) {
+    let dir = Scratch::new("out");
+    let (out, err) = (dir.0.join("stdout"), dir.0.join("stderr"));
+    cmd.stdout(std::fs::File::create(&out).expect("stdout file"));
+    cmd.stderr(std::fs::File::create(&err).expect("stderr file"));
+    let mut child = cmd.stdin(Stdio::null()).spawn().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break Some(s),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    let read = |p: &Path| String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned();
+    (status, read(&out), read(&err))
+}
+
+#[test]
+fn aiocoap_client_with_credentials_against_hopcore_server() {
+    let Some(venv) = venv("aiocoap_client_with_credentials_against_hopcore_server") else { return };
+    let work = Scratch::new("oscore-creds");
+    let (client, server, stranger) = (work.0.join("client"), work.0.join("server"), work.0.join("stranger"));
+    context_dir(&client, "01", "02");
+    context_dir(&server, "02", "01");
+    context_dir(&stranger, "07", "02");
+    let server_json = work.0.join("server.json");
+    let entry = format!(r#"{{":client1": {{"oscore": {{"basedir": "{}/"}}}}}}"#, server.display());
+    std::fs::write(&server_json, entry).expect("server.json");
+    // OSCORE is required where the client goes, so a success cannot be plain CoAP.
+    let srv = spawn(&[
+        "server",
+        "--credentials",
+        server_json.to_str().expect("UTF-8 path"),
+        "--require-oscore",
+        "/hello",
+        "--require-oscore",
+        "/large",
+        "--require-oscore",
+        "/echo",
+        "--require-oscore",
+        "/time",
+    ]);
+    let base = format!("coap://{}", srv.addr);
+    let creds = |name: &str, dir: &Path| {
+        let file = work.0.join(format!("{name}.json"));
+        std::fs::write(&file, format!(r#"{{"{base}/*": {{"oscore": {{"basedir": "{}/"}}}}}}"#, dir.display()))
+            .expect("client credentials");
+        file.to_str().expect("UTF-8 path").to_string()
+    };
+    let client_json = creds("client", &client);
+
+    let (status, out, err) = aiocoap_client(&venv, &["--credentials", &client_json, &format!("{base}/hello")]);
+    assert!(status.is_some_and(|s| s.success()), "GET /hello: {err}");
+    assert_eq!(out, "Hello from hopcore");
+
+    // Inner Block2 (RFC 8613 §4.1.3.4.1): every block its own OSCORE exchange.
+    let (status, out, err) = aiocoap_client(&venv, &["--credentials", &client_json, &format!("{base}/large")]);
+    assert!(status.is_some_and(|s| s.success()), "GET /large: {err}");
+    assert_eq!(out.len(), 4096);
+    assert!(out.starts_with("000 ABCDEF"), "{}", &out[..out.len().min(80)]);
+
+    let (status, out, err) = aiocoap_client(
+        &venv,
+        &["--credentials", &client_json, "-m", "POST", "--payload", "abc", &format!("{base}/echo")],
+    );
+    assert!(status.is_some_and(|s| s.success()), "POST /echo: {err}");
+    assert_eq!(out, "abc");
+
+    // Observe over OSCORE with the repository's aiocoap observer script.
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/aiocoap_observe.py");
+    let mut cmd = Command::new(venv.join("bin/python"));
+    cmd.arg(script)
+        .arg(format!("{base}/time"))
+        .args(["--count", "3", "--timeout", "20", "--credentials", &client_json])
+        .env("NO_COLOR", "1");
+    let (status, out, err) = bounded(&mut cmd, Duration::from_secs(40));
+    assert!(status.is_some_and(|s| s.success()), "observe /time: {out}{err}");
+    assert_eq!(out.lines().filter(|l| l.starts_with("notification 2.05")).count(), 3, "{out}");
+
+    // A client whose context the server does not know: unprotected 4.01 (RFC 8613 §8.2),
+    // which aiocoap reports as an error.
+    let stranger_json = creds("stranger", &stranger);
+    let (status, out, err) = aiocoap_client(&venv, &["--credentials", &stranger_json, &format!("{base}/hello")]);
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{out}{err}");
+    assert!(out.is_empty(), "{out}");
+    assert!(err.contains("4.01") || err.contains("NotAProtectedMessage"), "{err}");
 }
