@@ -81,6 +81,17 @@ pub struct RequestArgs {
     /// Seconds to wait for the response (or between notifications).
     #[arg(long, default_value_t = 95.0)]
     pub timeout: f64,
+    /// OSCORE credentials (hopcore TOML or aiocoap JSON): the context whose URI pattern
+    /// matches the target best protects the request (RFC 8613).
+    #[arg(long)]
+    pub credentials: Option<PathBuf>,
+    /// Directory for durable OSCORE state (sequence numbers, replay windows); default: none,
+    /// volatile, unless the credentials say otherwise.
+    #[arg(long, requires = "credentials")]
+    pub state_dir: Option<PathBuf>,
+    /// With --credentials: send the request unprotected when no credentials match the URI.
+    #[arg(long, requires = "credentials")]
+    pub allow_plain: bool,
 }
 
 #[derive(Args, Debug)]

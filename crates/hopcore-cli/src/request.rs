@@ -1,20 +1,80 @@
 //! `hopcore get|post|...`: build the request, send it (directly or through a proxy), print
 //! the response.
+//!
+//! With `--credentials FILE` the request is protected with OSCORE (RFC 8613 §8.1) by the
+//! context whose URI pattern matches the target URI best, and every response is verified
+//! (§8.4) before it is printed; a URI that no pattern matches is refused unless
+//! `--allow-plain`. Through a `--proxy` the protection is end to end (the proxy only forwards,
+//! CF-4 of draft-ietf-core-oscore-capable-proxies): the oscore layer keeps the Proxy-Uri's
+//! scheme and authority Outer and moves its path Inner (RFC 8613 §4.1.3.3).
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use hopcore_codec::{content_format, num, CoapUri, Code, Message, MsgType};
-use hopcore_endpoint::client::{build_request, resolve, Client, ClientConfig, Target};
+use hopcore_endpoint::client::{
+    build_request, resolve, Client, ClientConfig, ClientError, OscoreProtector, RequestProtector, Target,
+};
 use hopcore_endpoint::Endpoint;
+use hopcore_security::credentials::wildcard_match;
+use hopcore_security::{ContextStore, Credentials};
 
 use crate::output;
 use crate::RequestArgs;
 
 pub const EXIT_ERROR_RESPONSE: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_NO_RESPONSE: u8 = 3;
+
+/// How a request is secured.
+enum Security {
+    /// No --credentials, or none matched and --allow-plain.
+    Plain,
+    /// Protected with this context of the credentials.
+    Oscore(Arc<OscoreProtector<ContextStore>>),
+}
+
+/// The OSCORE context for `uri` from --credentials (hopcore TOML or aiocoap JSON; durable
+/// state in --state-dir, or where the credentials say, else volatile). `Err` with a usage
+/// message when credentials are given but none matches the URI and --allow-plain is not.
+fn security(args: &RequestArgs, uri: &CoapUri) -> anyhow::Result<Result<Security, String>> {
+    let Some(path) = &args.credentials else {
+        return Ok(Ok(Security::Plain));
+    };
+    let credentials = Credentials::load(path).map_err(|e| anyhow!("{e}"))?;
+    // Patterns are matched against the URI in its normalized form (RFC 7252 §6.5, as aiocoap
+    // composes it), then as it was typed.
+    let composed = uri.compose();
+    let target = [composed.as_str(), args.uri.as_str()]
+        .into_iter()
+        .find(|u| credentials.entries().iter().any(|e| e.uris.iter().any(|p| wildcard_match(p, u))));
+    let Some(target) = target else {
+        // Decided before the store is opened: a plain request touches no OSCORE state.
+        if args.allow_plain {
+            tracing::info!(uri = %composed, "no OSCORE credentials match: sending unprotected (--allow-plain)");
+            return Ok(Ok(Security::Plain));
+        }
+        return Ok(Err(format!("no OSCORE credentials match {composed}; pass --allow-plain to send unprotected")));
+    };
+    let (store, index) = credentials.into_store(args.state_dir.as_deref()).map_err(|e| anyhow!("{e}"))?;
+    // The longest matching pattern wins (as in aiocoap).
+    let id = index.for_uri(target).ok_or_else(|| anyhow!("no OSCORE context for {target}"))?;
+    // One layer, end to end (RFC 8613); proxies on the way only forward (CP CF-4).
+    Ok(Ok(Security::Oscore(Arc::new(OscoreProtector::new(Arc::new(Mutex::new(store)), vec![id])))))
+}
+
+/// Prints a client error and returns the exit code: an unprotected error answer is an error
+/// response (1); everything else means no usable response (3).
+fn client_error(e: &ClientError) -> ExitCode {
+    eprintln!("error: {e}");
+    match e {
+        ClientError::Unprotected { .. } => ExitCode::from(EXIT_ERROR_RESPONSE),
+        _ => ExitCode::from(EXIT_NO_RESPONSE),
+    }
+}
 
 /// Reads the payload from --payload or --payload-file.
 fn payload(args: &RequestArgs) -> anyhow::Result<Vec<u8>> {
@@ -106,16 +166,41 @@ pub async fn run(method: Code, args: RequestArgs, verbose: u8) -> anyhow::Result
         bail!("--timeout must be a positive number of seconds");
     }
     let (peer, msg, uri) = prepare(method, &args).await?;
+    let security = match security(&args, &uri)? {
+        Ok(s) => s,
+        Err(usage) => {
+            eprintln!("error: {usage}");
+            return Ok(ExitCode::from(EXIT_USAGE));
+        }
+    };
     let bind = if peer.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
     let (endpoint, _incoming) =
         Endpoint::bind(bind.parse().context("bind address")?).await.context("cannot open a UDP socket")?;
     let timeout = Duration::from_secs_f64(args.timeout);
-    let client = Client::new(endpoint, ClientConfig { request_timeout: timeout, ..ClientConfig::default() });
+    let config = ClientConfig { request_timeout: timeout, ..ClientConfig::default() };
+    let (client, oscore) = match security {
+        Security::Plain => (Client::new(endpoint, config), None),
+        Security::Oscore(p) => {
+            let described = p.describe();
+            (Client::with_security(endpoint, config, p), Some(described))
+        }
+    };
     if verbose > 0 {
         eprintln!("{method} {uri} via {peer}");
     }
+    // -v: which context protected the request (its label and kid, never keys) and that the
+    // response passed verification (RFC 8613 §8.4): only verified responses get this far.
+    let verified = |verbose: u8| {
+        if let (true, Some(d)) = (verbose > 0, &oscore) {
+            eprintln!("OSCORE: protected with {d}, response verified");
+        }
+    };
     if args.observe {
-        let mut obs = client.observe(peer, msg).await.map_err(|e| anyhow!("{e}"))?;
+        let mut obs = match client.observe(peer, msg).await {
+            Ok(obs) => obs,
+            Err(e) => return Ok(client_error(&e)),
+        };
+        verified(verbose);
         let mut n = 0u64;
         let mut last_ok = true;
         loop {
@@ -126,10 +211,7 @@ pub async fn run(method: Code, args: RequestArgs, verbose: u8) -> anyhow::Result
                     return Ok(ExitCode::from(EXIT_NO_RESPONSE));
                 }
                 Ok(None) => break,
-                Ok(Some(Err(e))) => {
-                    eprintln!("error: {e}");
-                    return Ok(ExitCode::from(EXIT_NO_RESPONSE));
-                }
+                Ok(Some(Err(e))) => return Ok(client_error(&e)),
                 Ok(Some(Ok(m))) => m,
             };
             n += 1;
@@ -143,10 +225,10 @@ pub async fn run(method: Code, args: RequestArgs, verbose: u8) -> anyhow::Result
         return Ok(if last_ok { ExitCode::SUCCESS } else { ExitCode::from(EXIT_ERROR_RESPONSE) });
     }
     match client.request(peer, msg).await {
-        Ok(resp) => Ok(report(&resp, verbose)),
-        Err(e) => {
-            eprintln!("error: {e}");
-            Ok(ExitCode::from(EXIT_NO_RESPONSE))
+        Ok(resp) => {
+            verified(verbose);
+            Ok(report(&resp, verbose))
         }
+        Err(e) => Ok(client_error(&e)),
     }
 }
