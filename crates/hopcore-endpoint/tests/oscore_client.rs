@@ -524,3 +524,30 @@ async fn plain_client_unchanged() {
     assert_eq!(resp.payload, b"Hello OSCORE");
     assert!(!server.raw()[0].options.contains(num::OSCORE));
 }
+
+/// A route of two contexts (end-to-end first, then the hop's, CP §2.3): the server removes
+/// both layers (CP §2.4 Step 6 twice) and protects the response with both in reverse order.
+#[tokio::test]
+async fn two_layers_end_to_end_first() {
+    let hop_secret = [0x42u8; 16];
+    let mut slist = server_list();
+    slist.add(SecurityContext::derive(&ContextInput::new(&hop_secret, b"H", b"h")).unwrap(), ":hop");
+    let (server, _) = oscore_server(slist, EchoMode::Accept).await;
+
+    let mut list = ContextList::new();
+    let e2e = list.add(client_context(), "server");
+    let hop = list.add(SecurityContext::derive(&ContextInput::new(&hop_secret, b"h", b"H")).unwrap(), "hop");
+    let protector = Arc::new(OscoreProtector::new(Arc::new(Mutex::new(list)), vec![e2e, hop]));
+    assert_eq!(protector.describe(), "contexts 'server' (kid 01), 'hop' (kid 68) (end-to-end first)");
+    let (endpoint, _incoming) = Endpoint::bind(lo()).await.unwrap();
+    let client = Client::with_security(endpoint, short(), protector);
+
+    let resp = within(client.request(server.addr, get("/large"))).await.unwrap();
+    assert_eq!(resp.payload, body(LARGE, 7));
+    let raw = server.raw();
+    assert_all_protected(&raw);
+    assert_eq!(raw.len(), 4);
+    // The outer OSCORE option names the hop's context ('kid' "h").
+    let outer = raw[0].options.get(num::OSCORE).unwrap();
+    assert_eq!(outer.last(), Some(&b'h'));
+}
