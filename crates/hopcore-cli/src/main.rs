@@ -39,7 +39,8 @@ enum Cmd {
     Patch(RequestArgs),
     /// Send an iPATCH request (RFC 8132).
     Ipatch(RequestArgs),
-    /// Serve the demo resources: /.well-known/core, /hello, /echo, /time (observable), /large.
+    /// Serve the demo resources: /.well-known/core, /hello, /echo, /time (observable), /large;
+    /// with --credentials or --plugtest, behind OSCORE (RFC 8613).
     Server(ServerArgs),
     /// Run a CoAP forward and/or reverse proxy.
     Proxy(ProxyArgs),
@@ -274,12 +275,20 @@ fn plugtest_credentials(dir: &std::path::Path) -> anyhow::Result<hopcore_securit
         let basedir = basedir.to_str().ok_or_else(|| anyhow::anyhow!("{}: not UTF-8", basedir.display()))?;
         map.insert(format!(":{name}"), serde_json::json!({ "oscore": { "basedir": format!("{basedir}/") } }));
     }
-    let file = std::env::temp_dir().join(format!("hopcore-plugtest-credentials-{}.json", std::process::id()));
-    std::fs::write(&file, serde_json::Value::Object(map).to_string())
+    let text = serde_json::Value::Object(map).to_string();
+    // A new file (never one that exists, e.g. a link someone placed in the temp directory).
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let file = std::env::temp_dir().join(format!("hopcore-plugtest-{}-{nanos}.json", std::process::id()));
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&file)
         .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-    let loaded = hopcore_security::Credentials::load(&file);
+    let written = std::io::Write::write_all(&mut out, text.as_bytes());
+    drop(out);
+    let loaded = written.map_err(anyhow::Error::from).and_then(|()| Ok(hopcore_security::Credentials::load(&file)?));
     let _ = std::fs::remove_file(&file);
-    Ok(loaded?)
+    loaded
 }
 
 /// Where aiocoap's plugtest contexts are: $HOPCORE_PLUGTEST_CONTEXTS, or
