@@ -4,7 +4,8 @@
 //! Every incoming request goes through the nesting engine ([`hopcore_layers::process_request`]
 //! with the [`OriginServer`] policy). A request whose OSCORE layers were all removed reaches the
 //! resources through [`Server::handle_request`] with the **identity of the innermost context**
-//! (the end-to-end peer, [`ServerStack::innermost_label`]) in [`Request::identity`]; its
+//! (the end-to-end peer, [`ServerStack::innermost_label`]) in
+//! [`Request::identity`](crate::server::Request::identity); its
 //! response is protected with the same layers in reverse order
 //! ([`hopcore_layers::protect_response_layers`], CP §2.5). Requests that fail verification get
 //! the engine's error response: unprotected with Max-Age 0 when no layer could be removed
@@ -14,7 +15,8 @@
 //!
 //! - **Policy.** Path prefixes can require OSCORE ([`OscoreServer::require_oscore`]): a plain
 //!   request to them gets 4.01 "OSCORE required" and never reaches the resource. Resources that
-//!   want finer rules read [`Request::identity`] (`None` for plain CoAP).
+//!   want finer rules read [`Request::identity`](crate::server::Request::identity) (`None` for
+//!   plain CoAP).
 //! - **Observe** (RFC 8613 §4.1.3.5, §8.3.1). The layers of a registration are kept per
 //!   (peer, token) for as long as the observation lasts, so that every notification is
 //!   protected with the registration's contexts and binding; each notification after the
@@ -72,7 +74,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, info, warn};
 
 use crate::endpoint::{Endpoint, Incoming, IncomingEvent};
-use crate::server::{Notification, Notifier, Request, Server};
+use crate::server::{Notification, Notifier, Server};
 
 /// How often expired block-wise state is dropped.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
@@ -450,12 +452,6 @@ impl<C> OscoreServerHandle<C> {
             debug!(error = %e, "OSCORE server task ended abnormally");
         }
     }
-}
-
-/// The identity a resource sees for a request, as [`OscoreServer`] fills it in: the label of
-/// the innermost context, `None` for plain CoAP. A convenience for resources.
-pub fn identity(request: &Request) -> Option<&str> {
-    request.identity.as_deref()
 }
 
 #[cfg(test)]
