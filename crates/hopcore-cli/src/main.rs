@@ -6,6 +6,7 @@
 mod demo;
 mod output;
 mod request;
+mod state;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -86,8 +87,8 @@ pub struct RequestArgs {
     /// matches the target best protects the request (RFC 8613).
     #[arg(long)]
     pub credentials: Option<PathBuf>,
-    /// Directory for durable OSCORE state (sequence numbers, replay windows); default: none,
-    /// volatile, unless the credentials say otherwise.
+    /// Directory for durable OSCORE state (sequence numbers, replay windows; RFC 8613 App.
+    /// B.1); default: the credentials file's `state_dir`, else `<file stem>.state/` beside it.
     #[arg(long, requires = "credentials")]
     pub state_dir: Option<PathBuf>,
     /// With --credentials: send the request unprotected when no credentials match the URI.
@@ -106,7 +107,8 @@ struct ServerArgs {
     #[arg(long)]
     credentials: Option<PathBuf>,
     /// Directory for durable OSCORE state (sequence-number reservations, replay windows;
-    /// RFC 8613 App. B.1). Without it the state is volatile.
+    /// RFC 8613 App. B.1). Default with --credentials: the file's `state_dir`, else
+    /// `<file stem>.state/` beside it; with --plugtest alone: volatile.
     #[arg(long, requires = "contexts")]
     state_dir: Option<PathBuf>,
     /// Serve the resources of aiocoap's OSCORE plugtest server instead of the demo ones.
@@ -245,8 +247,12 @@ async fn shutdown_signal() {
 fn server_contexts(a: &ServerArgs) -> anyhow::Result<hopcore_security::ContextStore> {
     use hopcore_security::{ContextStore, Credentials};
 
-    let credentials = match (&a.credentials, a.plugtest) {
-        (Some(path), _) => Credentials::load(path)?,
+    let (credentials, state_dir) = match (&a.credentials, a.plugtest) {
+        (Some(path), _) => {
+            let c = Credentials::load(path)?;
+            let dir = crate::state::state_dir_for(&c, a.state_dir.as_deref());
+            (c, dir)
+        }
         (None, true) => {
             let dir = plugtest_context_dir().ok_or_else(|| {
                 anyhow::anyhow!(
@@ -254,12 +260,12 @@ fn server_contexts(a: &ServerArgs) -> anyhow::Result<hopcore_security::ContextSt
                      (scripts/setup-peers.sh puts it under .peers/; or set HOPCORE_PLUGTEST_CONTEXTS)"
                 )
             })?;
-            plugtest_credentials(&dir)?
+            (plugtest_credentials(&dir)?, a.state_dir.clone())
         }
         // Only --require-oscore: no contexts, every OSCORE request gets 4.01.
         (None, false) => return Ok(ContextStore::volatile()),
     };
-    let (store, _index) = credentials.into_store(a.state_dir.as_deref())?;
+    let (store, _index) = credentials.into_store(state_dir.as_deref())?;
     tracing::info!(contexts = store.len(), durable = store.is_durable(), "OSCORE contexts loaded");
     Ok(store)
 }

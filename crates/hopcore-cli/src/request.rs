@@ -38,7 +38,7 @@ enum Security {
 }
 
 /// The OSCORE context for `uri` from --credentials (hopcore TOML or aiocoap JSON; durable
-/// state in --state-dir, or where the credentials say, else volatile). `Err` with a usage
+/// state where [`crate::state::state_dir_for`] says). `Err` with a usage
 /// message when credentials are given but none matches the URI and --allow-plain is not.
 fn security(args: &RequestArgs, uri: &CoapUri) -> anyhow::Result<Result<Security, String>> {
     let Some(path) = &args.credentials else {
@@ -59,7 +59,8 @@ fn security(args: &RequestArgs, uri: &CoapUri) -> anyhow::Result<Result<Security
         }
         return Ok(Err(format!("no OSCORE credentials match {composed}; pass --allow-plain to send unprotected")));
     };
-    let (store, index) = credentials.into_store(args.state_dir.as_deref()).map_err(|e| anyhow!("{e}"))?;
+    let state_dir = crate::state::state_dir_for(&credentials, args.state_dir.as_deref());
+    let (store, index) = credentials.into_store(state_dir.as_deref()).map_err(|e| anyhow!("{e}"))?;
     // The longest matching pattern wins (as in aiocoap).
     let id = index.for_uri(target).ok_or_else(|| anyhow!("no OSCORE context for {target}"))?;
     // One layer, end to end (RFC 8613); proxies on the way only forward (CP CF-4).

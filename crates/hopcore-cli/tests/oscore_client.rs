@@ -208,3 +208,20 @@ fn echo_challenge_after_server_restart() {
     assert!(out(&r).contains("Hello from hopcore"), "{}", show(&args, &r));
     assert!(err(&r).contains("freshness challenge (4.01 with Echo)"), "{}", show(&args, &r));
 }
+
+/// Without --state-dir, the client keeps its sequence numbers beside the credentials file
+/// (RFC 8613 App. B.1.1), so a second run is not a replay.
+#[test]
+fn default_state_dir_makes_repeated_runs_work() {
+    let work = TempDir::new("default-state");
+    let server_creds = server_toml(work.path());
+    let (_server, addr) = server(&server_creds, &work.path().join("server-state"));
+    let hello = format!("coap://{addr}/hello");
+    let creds = client_toml(work.path(), "client.toml", &format!("coap://{addr}/*"), "01");
+    for run in 0..3 {
+        let o = hopcore(&["get", "--timeout", "10", "--credentials", &creds, &hello]);
+        assert!(o.status.success(), "run {run}: {}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "Hello from hopcore");
+    }
+    assert!(work.path().join("client.state").is_dir(), "state kept beside client.toml");
+}

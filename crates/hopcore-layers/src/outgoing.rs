@@ -56,7 +56,9 @@ pub fn protect_request_layers<C: SecurityContexts>(
     for (index, &id) in route.iter().enumerate() {
         let label = contexts.label(id);
         let ctx = contexts.prepare_send(id).map_err(LayerError::Store)?;
-        let layer = Layer::RFC8613.with_classes(classes_for(index));
+        // RFC 8613 §5.1: a context with an ID Context sends it as 'kid context', so that the
+        // recipient can tell contexts with the same Sender ID apart (e.g. the plugtest's c/d).
+        let layer = Layer::RFC8613.with_classes(classes_for(index)).with_kid_context(true);
         let (protected, binding) =
             protect_request(&msg, ctx, &layer).map_err(|source| LayerError::Protect { index, source })?;
         stack.layers.push(AppliedLayer { context: id, label, binding });

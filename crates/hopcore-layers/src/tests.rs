@@ -238,3 +238,25 @@ fn echo_recovers_an_unsynchronized_replay_window() {
     assert_eq!(err.code, Code::UNAUTHORIZED);
     assert!(err.options.contains(num::ECHO));
 }
+
+/// A context with an ID Context sends it as 'kid context' and the server picks the right one
+/// of two contexts that share the kid (RFC 8613 §5.1, §8.2 step 2).
+#[test]
+fn kid_context_selects_among_contexts_with_the_same_kid() {
+    let secret = [5u8; 16];
+    let mk = |sid: &[u8], rid: &[u8], idc: Option<&[u8]>| {
+        let mut input = ContextInput::new(&secret, sid, rid);
+        if let Some(c) = idc {
+            input = input.id_context(c);
+        }
+        SecurityContext::derive(&input).unwrap()
+    };
+    let mut server = ContextList::new();
+    server.add(mk(b"", b"\x01", None), ":b");
+    server.add(mk(b"", b"\x01", Some(b"\x37\xcb")), ":d");
+    let mut client = ContextList::new();
+    let c = client.add(mk(b"\x01", b"", Some(b"\x37\xcb")), "c");
+    let (wire, _) = protect_request_layers(&get("/x"), &mut client, &[c], 4).unwrap();
+    let (_, stack) = deliver(process_request(wire, &mut server, &OriginServer, &Limits::default()));
+    assert_eq!(stack.labels(), vec![":d"]);
+}
