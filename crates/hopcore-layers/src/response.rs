@@ -32,7 +32,9 @@ pub fn protect_response_layers<C: SecurityContexts>(
     let n = stack.layers.len();
     for (applied, removed) in stack.layers.iter_mut().rev().enumerate() {
         let index = n - 1 - applied;
-        let classes: &dyn ClassPolicy = if applied == 0 { &INNER } else { &OUTER };
+        // The OSCORE option of a layer inside (applied here, or by the origin behind a
+        // proxy) is Class E of this layer (CP §2.2); a message without one is plain RFC 8613.
+        let classes: &dyn ClassPolicy = if msg.options.contains(hopcore_codec::num::OSCORE) { &OUTER } else { &INNER };
         let layer = Layer::RFC8613.with_classes(classes);
         // CP §2.5.1: own Partial IV unless this is the first response to the request.
         let own_piv = removed.binding.request_nonce_used();

@@ -1,6 +1,6 @@
 //! The engine on both sides of an exchange, without sockets.
 
-use hopcore_codec::{num, Code, Message};
+use hopcore_codec::{num, CoapUri, Code, Message};
 use hopcore_oscore::{ContextInput, ReplayWindow, SecurityContext};
 
 use crate::*;
@@ -259,4 +259,123 @@ fn kid_context_selects_among_contexts_with_the_same_kid() {
     let (wire, _) = protect_request_layers(&get("/x"), &mut client, &[c], 4).unwrap();
     let (_, stack) = deliver(process_request(wire, &mut server, &OriginServer, &Limits::default()));
     assert_eq!(stack.labels(), vec![":d"]);
+}
+
+struct ForwardProxy;
+impl HopPolicy for ForwardProxy {
+    fn forward_proxy(&self) -> bool {
+        true
+    }
+}
+
+/// What a forward proxy does with a Forward outcome here: consume the proxy options and
+/// return where they pointed (host, port) and the message to send there.
+fn consume_proxy_options(mut m: Message) -> ((String, u32), Message) {
+    let host = String::from_utf8(m.options.get(num::URI_HOST).unwrap().to_vec()).unwrap();
+    let port = m.options.get_uint(num::URI_PORT).unwrap();
+    for o in [num::PROXY_SCHEME, num::URI_HOST, num::URI_PORT, num::PROXY_URI] {
+        m.options.remove(o);
+    }
+    ((host, port), m)
+}
+
+/// Onion forwarding through three proxies (seed 000 App. A): each proxy removes its own
+/// layer and finds only the next hop; the origin removes the end-to-end layer; the response
+/// comes back through every layer in reverse.
+#[test]
+fn onion_route_through_three_proxies() {
+    let names = ["p1", "p2", "p3", "s"];
+    let mut client = ContextList::new();
+    let mut hops: Vec<ContextList> = Vec::new();
+    let mut ids = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let (c, s) = pair(10 + i as u8, b"c", name.as_bytes());
+        ids.push(client.add(c, *name));
+        let mut l = ContextList::new();
+        l.add(s, ":client");
+        hops.push(l);
+    }
+    let uri = |p: u16| CoapUri::parse(&format!("coap://127.0.0.{p}:{}", 5680 + p)).unwrap();
+    let route = Route {
+        proxies: (0..3).map(|i| RouteProxy { uri: uri(i as u16 + 1), context: Some(ids[i]) }).collect(),
+        origin_context: Some(ids[3]),
+        proxy_uri_form: false,
+    };
+    let target = CoapUri::parse("coap://origin.example:5699/secret/path?q=1").unwrap();
+    let req = Message::request(Code::GET);
+    let (mut wire, mut cstack) = protect_route_request(&req, &target, &route, &mut client, 8).unwrap();
+    assert_eq!(cstack.labels(), vec!["s", "p3", "p2", "p1"]);
+    // On the first leg only one OSCORE option and nothing else is visible.
+    let visible: Vec<u16> = wire.options.iter().map(|o| o.number).collect();
+    assert_eq!(visible, vec![num::OSCORE]);
+
+    let mut stacks = Vec::new();
+    for (i, hop) in hops.iter_mut().enumerate().take(3) {
+        match process_request(wire, hop, &ForwardProxy, &Limits::default()) {
+            Incoming::Forward { request, layers, mode } => {
+                assert_eq!(mode, ForwardMode::Forward);
+                assert_eq!(layers.len(), 1, "proxy {} removes exactly its layer", i + 1);
+                let (next, rest) = consume_proxy_options(request);
+                let expect = if i < 2 {
+                    (format!("127.0.0.{}", i + 2), 5680 + i as u32 + 2)
+                } else {
+                    ("origin.example".to_string(), 5699)
+                };
+                assert_eq!(next, expect, "proxy {} learns only its next hop", i + 1);
+                assert!(!rest.options.contains(num::URI_PATH), "the path stays hidden from proxy {}", i + 1);
+                stacks.push(layers);
+                wire = rest;
+            }
+            other => panic!("proxy {} did not forward: {other:?}", i + 1),
+        }
+    }
+    let (got, mut sstack) = deliver(process_request(wire, &mut hops[3], &OriginServer, &Limits::default()));
+    assert_eq!(got.path(), "/secret/path");
+    assert_eq!(got.options.get(num::URI_QUERY), Some(&b"q=1"[..]));
+
+    // The response: the origin protects, every proxy re-applies its layer.
+    let resp = Message::response(Code::CONTENT).with_payload("through the onion");
+    let mut back = protect_response_layers(&resp, &mut hops[3], &mut sstack).unwrap();
+    for i in (0..3).rev() {
+        back = protect_response_layers(&back, &mut hops[i], &mut stacks[i]).unwrap();
+    }
+    assert_eq!(unprotect_response_layers(&back, &mut client, &mut cstack).unwrap(), resp);
+}
+
+#[test]
+fn route_rules() {
+    let (c, _) = pair(1, b"c", b"p");
+    let mut client = ContextList::new();
+    let id = client.add(c, "p1");
+    let uri = |p: u16| CoapUri::parse(&format!("coap://127.0.0.1:{p}")).unwrap();
+    let target = CoapUri::parse("coap://127.0.0.1:5683/x").unwrap();
+    // A chain whose first proxy has no context cannot carry the second hop.
+    let route = Route {
+        proxies: vec![RouteProxy { uri: uri(1), context: None }, RouteProxy { uri: uri(2), context: Some(id) }],
+        origin_context: None,
+        proxy_uri_form: false,
+    };
+    assert!(matches!(
+        protect_route_request(&Message::request(Code::GET), &target, &route, &mut client, 8),
+        Err(RouteError::ProxyWithoutContext { index: 1, .. })
+    ));
+    // One proxy without any context (CF-0): plain forward-proxy options, no layer.
+    let route =
+        Route { proxies: vec![RouteProxy { uri: uri(1), context: None }], origin_context: None, proxy_uri_form: true };
+    let (m, stack) = protect_route_request(&Message::request(Code::GET), &target, &route, &mut client, 8).unwrap();
+    assert!(stack.is_empty());
+    assert_eq!(m.options.get_str(num::PROXY_URI), Some("coap://127.0.0.1/x"));
+    // CF-4 (end-to-end only): the proxy options stay outer for the proxy (CP §2.2 Step 9).
+    let (c2, _) = pair(2, b"c", b"s");
+    let s = client.add(c2, "s");
+    let route = Route {
+        proxies: vec![RouteProxy { uri: uri(1), context: None }],
+        origin_context: Some(s),
+        proxy_uri_form: false,
+    };
+    let (m, stack) = protect_route_request(&Message::request(Code::GET), &target, &route, &mut client, 8).unwrap();
+    assert_eq!(stack.len(), 1);
+    assert_eq!(m.options.get(num::PROXY_SCHEME), Some(&b"coap"[..]));
+    assert!(m.options.contains(num::URI_HOST) && m.options.contains(num::OSCORE));
+    assert!(!m.options.contains(num::URI_PATH));
 }
