@@ -16,11 +16,13 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use hopcore_codec::{content_format, num, CoapUri, Code, Message, MsgType};
 use hopcore_endpoint::client::{
-    build_request, resolve, Client, ClientConfig, ClientError, OscoreProtector, RequestProtector, Target,
+    build_request, resolve, Client, ClientConfig, ClientError, OscoreProtector, RequestProtector, RouteProtector,
+    Target,
 };
 use hopcore_endpoint::Endpoint;
+use hopcore_layers::{Route, RouteProxy};
 use hopcore_security::credentials::wildcard_match;
-use hopcore_security::{ContextStore, Credentials};
+use hopcore_security::Credentials;
 
 use crate::output;
 use crate::RequestArgs;
@@ -33,38 +35,92 @@ pub const EXIT_NO_RESPONSE: u8 = 3;
 enum Security {
     /// No --credentials, or none matched and --allow-plain.
     Plain,
-    /// Protected with this context of the credentials.
-    Oscore(Arc<OscoreProtector<ContextStore>>),
+    /// Protected by the nesting engine: one end-to-end layer, or a route through proxies.
+    Oscore(Arc<dyn RequestProtector>),
 }
 
-/// The OSCORE context for `uri` from --credentials (hopcore TOML or aiocoap JSON; durable
-/// state where [`crate::state::state_dir_for`] says). `Err` with a usage
-/// message when credentials are given but none matches the URI and --allow-plain is not.
+/// The pattern-matching form of a URI that some credentials entry matches: the normalized
+/// form (RFC 7252 §6.5, as aiocoap composes it), else the form as typed.
+fn matching_form(credentials: &Credentials, forms: [&str; 2]) -> Option<String> {
+    forms
+        .into_iter()
+        .find(|u| credentials.entries().iter().any(|e| e.uris.iter().any(|p| wildcard_match(p, u))))
+        .map(str::to_string)
+}
+
+/// The OSCORE protection for `uri` and the `--proxy` route from --credentials (hopcore TOML
+/// or aiocoap JSON; durable state where [`crate::state::state_dir_for`] says): an end-to-end
+/// context if a pattern matches the target, and a context per proxy whose URI a pattern
+/// matches (draft-ietf-core-oscore-capable-proxies CF-1…CF-7, onion routes). `Err` with a
+/// usage message when credentials are given but nothing matches and --allow-plain is not, or
+/// when a chain of proxies lacks the contexts that carry each next hop.
 fn security(args: &RequestArgs, uri: &CoapUri) -> anyhow::Result<Result<Security, String>> {
+    let proxies = args
+        .proxies
+        .iter()
+        .map(|p| CoapUri::parse(p).map_err(|e| anyhow!("bad proxy URI {p:?}: {e}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let chain_error = |n: usize| {
+        format!(
+            "a chain of {n} proxies needs an OSCORE context with every proxy but the last, so that each proxy \
+             learns its next hop inside its own layer (onion forwarding): add them to --credentials"
+        )
+    };
     let Some(path) = &args.credentials else {
+        if proxies.len() > 1 {
+            return Ok(Err(chain_error(proxies.len())));
+        }
         return Ok(Ok(Security::Plain));
     };
     let credentials = Credentials::load(path).map_err(|e| anyhow!("{e}"))?;
-    // Patterns are matched against the URI in its normalized form (RFC 7252 §6.5, as aiocoap
-    // composes it), then as it was typed.
     let composed = uri.compose();
-    let target = [composed.as_str(), args.uri.as_str()]
-        .into_iter()
-        .find(|u| credentials.entries().iter().any(|e| e.uris.iter().any(|p| wildcard_match(p, u))));
-    let Some(target) = target else {
+    let target = matching_form(&credentials, [composed.as_str(), args.uri.as_str()]);
+    let proxy_forms: Vec<Option<String>> = proxies
+        .iter()
+        .zip(&args.proxies)
+        .map(|(p, typed)| matching_form(&credentials, [p.compose().as_str(), typed.as_str()]))
+        .collect();
+    if target.is_none() && proxy_forms.iter().all(Option::is_none) {
         // Decided before the store is opened: a plain request touches no OSCORE state.
+        if proxies.len() > 1 {
+            return Ok(Err(chain_error(proxies.len())));
+        }
         if args.allow_plain {
             tracing::info!(uri = %composed, "no OSCORE credentials match: sending unprotected (--allow-plain)");
             return Ok(Ok(Security::Plain));
         }
         return Ok(Err(format!("no OSCORE credentials match {composed}; pass --allow-plain to send unprotected")));
-    };
+    }
+    if target.is_none() && !args.allow_plain {
+        return Ok(Err(format!(
+            "no OSCORE credentials match {composed} (only a proxy on the way has a context, so the request would \
+             not be protected end to end); pass --allow-plain to accept that"
+        )));
+    }
     let state_dir = crate::state::state_dir_for(&credentials, args.state_dir.as_deref());
     let (store, index) = credentials.into_store(state_dir.as_deref()).map_err(|e| anyhow!("{e}"))?;
     // The longest matching pattern wins (as in aiocoap).
-    let id = index.for_uri(target).ok_or_else(|| anyhow!("no OSCORE context for {target}"))?;
-    // One layer, end to end (RFC 8613); proxies on the way only forward (CP CF-4).
-    Ok(Ok(Security::Oscore(Arc::new(OscoreProtector::new(Arc::new(Mutex::new(store)), vec![id])))))
+    let origin_context = target.as_deref().and_then(|t| index.for_uri(t));
+    let contexts = Arc::new(Mutex::new(store));
+    if proxies.is_empty() {
+        let id = origin_context.ok_or_else(|| anyhow!("no OSCORE context for {composed}"))?;
+        // One layer, end to end (RFC 8613).
+        return Ok(Ok(Security::Oscore(Arc::new(OscoreProtector::new(contexts, vec![id])))));
+    }
+    let route = Route {
+        proxies: proxies
+            .into_iter()
+            .zip(proxy_forms)
+            .map(|(uri, form)| RouteProxy { uri, context: form.as_deref().and_then(|f| index.for_uri(f)) })
+            .collect(),
+        origin_context,
+        proxy_uri_form: !args.proxy_scheme,
+    };
+    let n = route.proxies.len();
+    if route.proxies.iter().take(n - 1).any(|p| p.context.is_none()) {
+        return Ok(Err(chain_error(n)));
+    }
+    Ok(Ok(Security::Oscore(Arc::new(RouteProtector::new(contexts, route)))))
 }
 
 /// Prints a client error and returns the exit code: an unprotected error answer is an error
@@ -100,13 +156,6 @@ pub async fn prepare(method: Code, args: &RequestArgs) -> anyhow::Result<(std::n
         bail!(
             "scheme {:?} is not supported here (only coap://; other schemes need a --proxy that speaks them)",
             uri.scheme
-        );
-    }
-    if args.proxies.len() > 1 {
-        bail!(
-            "a chain of {} proxies needs a route in which each proxy knows the next hop; plain CoAP can only \
-             address the first proxy (use one --proxy)",
-            args.proxies.len()
         );
     }
     let (first_hop_uri, target) = match args.proxies.first() {

@@ -21,7 +21,12 @@ pub enum LayerError {
     #[error("the response carries an OSCORE option after all {0} layers were removed (CP §2.6)")]
     ExtraLayer(usize),
     #[error("the response lacks the OSCORE layer of {label}; it was answered unprotected with {code}")]
-    Unprotected { label: String, code: hopcore_codec::Code },
+    Unprotected {
+        label: String,
+        code: hopcore_codec::Code,
+        /// The diagnostic payload of that answer (RFC 7252 §5.5.2).
+        diagnostic: String,
+    },
     #[error("{layers} layers exceed the limit of {limit} (CP §2.1)")]
     TooManyLayers { layers: usize, limit: usize },
 }
@@ -81,7 +86,8 @@ pub fn unprotect_response_layers<C: SecurityContexts>(
         if !msg.options.contains(num::OSCORE) {
             // RFC 8613 §8.2 errors are sent unprotected: surface the code, not a decryption
             // failure.
-            return Err(LayerError::Unprotected { label: applied.label.clone(), code: msg.code });
+            let diagnostic = String::from_utf8_lossy(&msg.payload).chars().take(200).collect();
+            return Err(LayerError::Unprotected { label: applied.label.clone(), code: msg.code, diagnostic });
         }
         let label = applied.label.clone();
         let ctx = contexts.context_mut(applied.context).ok_or(LayerError::NoContext { index })?;

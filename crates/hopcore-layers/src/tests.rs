@@ -136,9 +136,10 @@ fn inner_layer_error_is_protected_with_the_outer_layer() {
     assert!(wire.options.contains(num::OSCORE));
     // The client removes the hop layer and finds the end-to-end layer missing.
     match unprotect_response_layers(&wire, &mut client, &mut cstack) {
-        Err(LayerError::Unprotected { label, code }) => {
+        Err(LayerError::Unprotected { label, code, diagnostic }) => {
             assert_eq!(label, "e2e");
             assert_eq!(code, Code::BAD_REQUEST);
+            assert_eq!(diagnostic, "Decryption failed");
         }
         other => panic!("{other:?}"),
     }

@@ -38,7 +38,7 @@ use crate::endpoint::Endpoint;
 
 pub use error::ClientError;
 pub use observe::{is_fresh, Observation};
-pub use security::{OscoreProtector, RequestProtector, ResponseVerifier, SecurityError};
+pub use security::{OscoreProtector, RequestProtector, ResponseVerifier, RouteProtector, SecurityError};
 pub use uri::{build_request, resolve, Target};
 
 /// Settings of a [`Client`].

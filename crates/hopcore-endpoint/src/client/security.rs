@@ -23,8 +23,11 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use hopcore_codec::{num, Code, Message};
-use hopcore_layers::{protect_request_layers, unprotect_response_layers, ClientStack, LayerError, SecurityContexts};
+use hopcore_codec::{num, CoapUri, Code, Message};
+use hopcore_layers::{
+    protect_request_layers, protect_route_request, unprotect_response_layers, ClientStack, LayerError, Route,
+    SecurityContexts,
+};
 use hopcore_oscore::UnprotectError;
 
 /// The longest diagnostic payload of an unprotected error kept for reporting.
@@ -166,6 +169,88 @@ where
     }
 }
 
+/// OSCORE along a route of forward proxies (CP §2.3, onion forwarding): each request is
+/// rebuilt for its target (taken from its Proxy-Uri, or Proxy-Scheme + Uri-Host + Uri-Port)
+/// with the end-to-end layer and one layer per proxy the client shares a context with.
+pub struct RouteProtector<C: SecurityContexts> {
+    contexts: Arc<Mutex<C>>,
+    route: Route<C::Id>,
+    max_layers: usize,
+}
+
+impl<C: SecurityContexts> fmt::Debug for RouteProtector<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RouteProtector").field("proxies", &self.route.proxies.len()).finish()
+    }
+}
+
+impl<C: SecurityContexts> RouteProtector<C> {
+    pub fn new(contexts: Arc<Mutex<C>>, route: Route<C::Id>) -> Self {
+        RouteProtector { contexts, route, max_layers: hopcore_layers::Limits::default().max_layers }
+    }
+    pub fn route(&self) -> &Route<C::Id> {
+        &self.route
+    }
+}
+
+/// The origin a forward-proxy request is for (RFC 7252 §5.10.2, §6.5).
+fn proxy_target(peer: SocketAddr, request: &Message) -> Result<CoapUri, SecurityError> {
+    let bad = |e: hopcore_codec::UriError| SecurityError::Protect(format!("cannot tell the request's target: {e}"));
+    match request.options.get_str(num::PROXY_URI) {
+        Some(uri) => CoapUri::parse(uri).map_err(bad),
+        None => CoapUri::from_options(&request.options, &peer.ip().to_string(), peer.port()).map_err(bad),
+    }
+}
+
+impl<C> RequestProtector for RouteProtector<C>
+where
+    C: SecurityContexts + Send + 'static,
+{
+    fn protect(
+        &self,
+        peer: SocketAddr,
+        request: &Message,
+    ) -> Result<(Message, Box<dyn ResponseVerifier>), SecurityError> {
+        let target = proxy_target(peer, request)?;
+        let mut contexts = self
+            .contexts
+            .lock()
+            .map_err(|_| SecurityError::Protect("the security context store is unusable".into()))?;
+        let (wire, stack) = protect_route_request(request, &target, &self.route, &mut *contexts, self.max_layers)
+            .map_err(|e| SecurityError::Protect(e.to_string()))?;
+        drop(contexts);
+        Ok((wire, Box::new(OscoreVerifier { contexts: Arc::clone(&self.contexts), stack })))
+    }
+
+    fn describe(&self) -> String {
+        let Ok(mut contexts) = self.contexts.lock() else {
+            return "OSCORE (context store unusable)".into();
+        };
+        let mut hops = vec!["client".to_string()];
+        for p in &self.route.proxies {
+            let layer = match p.context {
+                Some(id) => {
+                    let label = contexts.label(id);
+                    let kid = contexts.context_mut(id).map(|c| hex_id(c.sender_id())).unwrap_or_default();
+                    format!(" [layer '{label}', kid {kid}]")
+                }
+                None => " [no layer]".into(),
+            };
+            hops.push(format!("proxy {}{layer}", p.uri.compose().trim_end_matches('/')));
+        }
+        let origin = match self.route.origin_context {
+            Some(id) => {
+                let label = contexts.label(id);
+                let kid = contexts.context_mut(id).map(|c| hex_id(c.sender_id())).unwrap_or_default();
+                format!("origin [end-to-end layer '{label}', kid {kid}]")
+            }
+            None => "origin [no end-to-end layer]".into(),
+        };
+        hops.push(origin);
+        format!("route {} ({} layers)", hops.join(" -> "), self.route.layers())
+    }
+}
+
 /// The verifier of one request protected by an [`OscoreProtector`]: the request's layers and
 /// their bindings (RFC 8613 §7.1: the association of Token and request Partial IV).
 struct OscoreVerifier<C: SecurityContexts> {
@@ -204,9 +289,11 @@ where
             self.contexts.lock().map_err(|_| SecurityError::Verify("the security context store is unusable".into()))?;
         // RFC 8613 §8.4, CP §2.6: remove the layers outermost first.
         unprotect_response_layers(response, &mut *contexts, &mut self.stack).map_err(|e| match e {
-            // An inner layer is missing: a hop answered unprotected (its diagnostic is inside
-            // the layers removed so far and is not given back by the engine).
-            LayerError::Unprotected { code, .. } => SecurityError::Unprotected { code, diagnostic: String::new() },
+            // An inner layer is missing: a hop answered unprotected, inside the layers removed
+            // so far.
+            LayerError::Unprotected { code, diagnostic: d, .. } => {
+                SecurityError::Unprotected { code, diagnostic: diagnostic(d.as_bytes()) }
+            }
             // RFC 8613 §7.4.1: an old notification, not a forgery.
             e @ LayerError::Verify {
                 source: UnprotectError::ResponseReplay { .. } | UnprotectError::ResponseNonceReused,
