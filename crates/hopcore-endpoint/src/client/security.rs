@@ -73,7 +73,7 @@ pub trait RequestProtector: Send + Sync + fmt::Debug {
 
 /// Verifies the responses to one protected request. Kept for as long as responses may come:
 /// one exchange, or the whole observation for an Observe registration.
-pub trait ResponseVerifier: Send + fmt::Debug {
+pub trait ResponseVerifier: Send + Sync + fmt::Debug {
     /// Verifies one response and returns the original (unprotected) one.
     fn verify(&mut self, response: &Message) -> Result<Message, SecurityError>;
 }
