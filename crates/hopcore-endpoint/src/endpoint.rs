@@ -58,11 +58,55 @@ pub struct EndpointConfig {
     pub messaging: Config,
     /// Incoming requests queued for the application before new ones get 5.03.
     pub incoming_queue: usize,
+    /// Receives a copy of every datagram the endpoint sends or receives (traces, the demo's
+    /// per-leg view). `None` costs nothing.
+    pub tap: Option<mpsc::UnboundedSender<Tapped>>,
 }
 
 impl Default for EndpointConfig {
     fn default() -> Self {
-        EndpointConfig { messaging: Config::default(), incoming_queue: 4096 }
+        EndpointConfig { messaging: Config::default(), incoming_queue: 4096, tap: None }
+    }
+}
+
+/// A datagram seen by an endpoint's tap.
+#[derive(Debug, Clone)]
+pub struct Tapped {
+    /// The endpoint's own address.
+    pub local: SocketAddr,
+    /// The other side.
+    pub peer: SocketAddr,
+    /// Whether the endpoint sent (`true`) or received it.
+    pub outgoing: bool,
+    pub bytes: Vec<u8>,
+}
+
+/// Datagram and byte counters of an endpoint, since it started.
+#[derive(Debug, Default)]
+pub struct EndpointStats {
+    pub datagrams_in: std::sync::atomic::AtomicU64,
+    pub bytes_in: std::sync::atomic::AtomicU64,
+    pub datagrams_out: std::sync::atomic::AtomicU64,
+    pub bytes_out: std::sync::atomic::AtomicU64,
+}
+
+impl EndpointStats {
+    fn count(&self, outgoing: bool, len: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (d, b) =
+            if outgoing { (&self.datagrams_out, &self.bytes_out) } else { (&self.datagrams_in, &self.bytes_in) };
+        d.fetch_add(1, Relaxed);
+        b.fetch_add(len as u64, Relaxed);
+    }
+    /// (datagrams in, bytes in, datagrams out, bytes out).
+    pub fn snapshot(&self) -> (u64, u64, u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.datagrams_in.load(Relaxed),
+            self.bytes_in.load(Relaxed),
+            self.datagrams_out.load(Relaxed),
+            self.bytes_out.load(Relaxed),
+        )
     }
 }
 
@@ -74,6 +118,7 @@ pub struct Endpoint {
     local: SocketAddr,
     config: Arc<Config>,
     tickets: Arc<std::sync::atomic::AtomicU64>,
+    stats: Arc<EndpointStats>,
 }
 
 /// Tells the driver to forget a request whose caller stopped waiting.
@@ -210,7 +255,11 @@ impl Endpoint {
         let (in_tx, in_rx) = mpsc::channel(config.incoming_queue.max(1));
         let (rej_tx, rej_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(config.messaging.clone());
+        let stats = Arc::new(EndpointStats::default());
         let driver = Driver {
+            local,
+            stats: Arc::clone(&stats),
+            tap: config.tap.clone(),
             socket,
             messenger: Messenger::new(config.messaging),
             cmd_rx,
@@ -222,13 +271,24 @@ impl Endpoint {
         };
         tokio::spawn(driver.run());
         (
-            Endpoint { cmd: cmd_tx, local, config: shared, tickets: Arc::new(std::sync::atomic::AtomicU64::new(1)) },
+            Endpoint {
+                cmd: cmd_tx,
+                local,
+                config: shared,
+                tickets: Arc::new(std::sync::atomic::AtomicU64::new(1)),
+                stats: Arc::clone(&stats),
+            },
             Incoming { rx: in_rx, rejected: rej_rx },
         )
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// Datagram and byte counters since the endpoint started.
+    pub fn stats(&self) -> &EndpointStats {
+        &self.stats
     }
 
     pub fn messaging_config(&self) -> &Config {
@@ -290,6 +350,9 @@ impl Endpoint {
 }
 
 struct Driver {
+    local: SocketAddr,
+    stats: Arc<EndpointStats>,
+    tap: Option<mpsc::UnboundedSender<Tapped>>,
     socket: UdpSocket,
     messenger: Messenger,
     cmd_rx: mpsc::UnboundedReceiver<Command>,
@@ -305,6 +368,18 @@ struct Driver {
 const RECV_BATCH: usize = 64;
 
 impl Driver {
+    fn note(&self, peer: SocketAddr, outgoing: bool, bytes: &[u8]) {
+        self.stats.count(outgoing, bytes.len());
+        if let Some(tap) = &self.tap {
+            let _ = tap.send(Tapped { local: self.local, peer, outgoing, bytes: bytes.to_vec() });
+        }
+    }
+
+    fn on_datagram(&mut self, peer: SocketAddr, bytes: &[u8]) {
+        self.note(peer, false, bytes);
+        self.messenger.handle_datagram(Instant::now(), peer, bytes);
+    }
+
     async fn run(mut self) {
         let mut buf = vec![0u8; 65_536];
         loop {
@@ -315,7 +390,7 @@ impl Driver {
                     let mut n = 0;
                     while let Some(r) = next.take() {
                         match r {
-                            Ok((len, peer)) => self.messenger.handle_datagram(Instant::now(), peer, &buf[..len]),
+                            Ok((len, peer)) => self.on_datagram(peer, &buf[..len]),
                             Err(e) => debug!(error = %e, "recv failed"),
                         }
                         n += 1;
@@ -357,7 +432,7 @@ impl Driver {
             tokio::select! {
                 r = self.socket.recv_from(&mut buf) => {
                     if let Ok((len, peer)) = r {
-                        self.messenger.handle_datagram(Instant::now(), peer, &buf[..len]);
+                        self.on_datagram(peer, &buf[..len]);
                     }
                 }
                 _ = sleep_until(deadline), if deadline.is_some() => {
@@ -410,8 +485,9 @@ impl Driver {
 
     async fn flush(&mut self) {
         while let Some(t) = self.messenger.poll_transmit() {
-            if let Err(e) = self.socket.send_to(&t.bytes, t.destination).await {
-                debug!(dest = %t.destination, error = %e, "send failed");
+            match self.socket.send_to(&t.bytes, t.destination).await {
+                Ok(_) => self.note(t.destination, true, &t.bytes),
+                Err(e) => debug!(dest = %t.destination, error = %e, "send failed"),
             }
         }
         let now = Instant::now();
@@ -479,8 +555,9 @@ impl Driver {
         }
         // Transmits produced while routing events (e.g. 5.03).
         while let Some(t) = self.messenger.poll_transmit() {
-            if let Err(e) = self.socket.send_to(&t.bytes, t.destination).await {
-                debug!(dest = %t.destination, error = %e, "send failed");
+            match self.socket.send_to(&t.bytes, t.destination).await {
+                Ok(_) => self.note(t.destination, true, &t.bytes),
+                Err(e) => debug!(dest = %t.destination, error = %e, "send failed"),
             }
         }
     }

@@ -14,5 +14,7 @@ pub mod oscore_server;
 pub mod server;
 pub mod transport;
 
-pub use endpoint::{Endpoint, EndpointConfig, EndpointError, Incoming, Notifications, Rejection};
+pub use endpoint::{
+    Endpoint, EndpointConfig, EndpointError, EndpointStats, Incoming, Notifications, Rejection, Tapped,
+};
 pub use hopcore_messaging::{IncomingRequest, RequestError, ResponseHandle};

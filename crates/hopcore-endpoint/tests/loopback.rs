@@ -84,3 +84,31 @@ async fn abandoned_request_stops_retransmitting() {
     assert!(count <= 3, "{count} transmissions: the abandoned request kept retransmitting");
     assert!(count >= 2, "the request and one retransmission before the abandonment, got {count}");
 }
+
+/// Counters and the tap see exactly the datagrams of an exchange.
+#[tokio::test]
+async fn stats_and_tap_count_datagrams() {
+    let (server, mut incoming) = Endpoint::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let srv = server.clone();
+    tokio::spawn(async move {
+        while let Some(req) = incoming.next().await {
+            srv.respond(req.handle, Message::response(Code::CONTENT).with_payload("0123456789"));
+        }
+    });
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let config = hopcore_endpoint::EndpointConfig { tap: Some(tx), ..Default::default() };
+    let (client, _) = Endpoint::bind_with("127.0.0.1:0".parse().unwrap(), config).await.unwrap();
+    let resp = client.request(server.local_addr(), Message::request(Code::GET)).await.unwrap();
+    assert_eq!(resp.payload, b"0123456789");
+    let (din, bin, dout, bout) = client.stats().snapshot();
+    assert_eq!((din, dout), (1, 1));
+    let first = rx.recv().await.unwrap();
+    let second = rx.recv().await.unwrap();
+    assert!(first.outgoing && !second.outgoing);
+    assert_eq!(first.peer, server.local_addr());
+    assert_eq!((bout, bin), (first.bytes.len() as u64, second.bytes.len() as u64));
+    // 4-byte header + 4-byte token + marker + 10-byte payload.
+    assert_eq!(second.bytes.len(), 4 + 4 + 1 + 10);
+    let (sin, _, sout, _) = server.stats().snapshot();
+    assert_eq!((sin, sout), (1, 1));
+}
