@@ -63,21 +63,17 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use hopcore_codec::{num, BlockValue, Code, Message, Token};
 use hopcore_layers::{
     process_request, protect_response_layers, Incoming as Outcome, Limits, OriginServer, SecurityContexts, ServerStack,
 };
-use hopcore_messaging::IncomingRequest;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use crate::endpoint::{Endpoint, Incoming, IncomingEvent};
+use crate::endpoint::{Endpoint, Incoming};
 use crate::server::{Notification, Notifier, Server};
-
-/// How often expired block-wise state is dropped.
-const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// The diagnostic payload of the 4.01 for a plain request to a path that requires OSCORE.
 pub const OSCORE_REQUIRED: &str = "OSCORE required";
@@ -338,6 +334,24 @@ impl<C: SecurityContexts> OscoreServer<C> {
     }
 }
 
+impl<C: SecurityContexts> crate::server::ServerCore for OscoreServer<C> {
+    fn server_mut(&mut self) -> &mut Server {
+        &mut self.server
+    }
+    fn handle_request(&mut self, now: Instant, peer: SocketAddr, message: Message) -> Option<Message> {
+        OscoreServer::handle_request(self, now, peer, message)
+    }
+    fn poll_notifications(&mut self, now: Instant) -> Vec<Notification> {
+        OscoreServer::poll_notifications(self, now)
+    }
+    fn remove_observer(&mut self, peer: SocketAddr, token: Token) -> bool {
+        OscoreServer::remove_observer(self, peer, token)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        OscoreServer::handle_timeout(self, now)
+    }
+}
+
 impl<C> OscoreServer<C>
 where
     C: SecurityContexts + Send + 'static,
@@ -345,46 +359,14 @@ where
     /// Serves requests arriving at `endpoint` until the endpoint stops or
     /// [`OscoreServerHandle::shutdown`] is called; the loop of [`Server::run`] with OSCORE
     /// around it. Tasks added with [`Server::on_start`] run meanwhile.
-    pub async fn run(mut self, endpoint: Endpoint, mut incoming: Incoming) {
-        let shared = self.server.shared();
-        let mut tasks = JoinSet::new();
-        for task in self.server.take_start_tasks() {
-            tasks.spawn(task(Notifier { shared: shared.clone() }));
-        }
-        let mut sweep = tokio::time::interval(SWEEP_EVERY);
-        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    pub async fn run(mut self, endpoint: Endpoint, incoming: Incoming) {
         info!(
             local = %endpoint.local_addr(),
             resources = self.server.paths().count(),
             require_oscore = ?self.required_prefixes(),
             "CoAP server with OSCORE running"
         );
-        while !shared.shutdown.load(Ordering::Acquire) {
-            tokio::select! {
-                _ = shared.stop.notified() => {}
-                ev = incoming.next_event() => match ev {
-                    Some(IncomingEvent::Request(IncomingRequest { handle, message })) => {
-                        if let Some(resp) = self.handle_request(Instant::now(), handle.peer, message) {
-                            endpoint.respond(handle, resp);
-                        }
-                    }
-                    Some(IncomingEvent::Rejected(r)) => {
-                        // RFC 7641 §3.6 (RST) and §4.5 (CON never acknowledged).
-                        if self.remove_observer(r.peer, r.token) {
-                            debug!(peer = %r.peer, token = %r.token, reason = ?r.reason, "notification rejected");
-                        }
-                    }
-                    None => break,
-                },
-                _ = shared.wake.notified() => {
-                    for n in self.poll_notifications(Instant::now()) {
-                        endpoint.send(n.peer, n.message);
-                    }
-                }
-                _ = sweep.tick() => self.handle_timeout(Instant::now()),
-            }
-        }
-        tasks.abort_all();
+        crate::server::run_drive(&mut self, &endpoint, incoming).await;
         info!(local = %endpoint.local_addr(), "CoAP server with OSCORE stopped");
     }
 

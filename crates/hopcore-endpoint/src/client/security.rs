@@ -118,6 +118,32 @@ impl<C: SecurityContexts> OscoreProtector<C> {
     }
 }
 
+/// Runs `protect` on the locked store and boxes the verifier for the resulting stack: the
+/// common part of every protector.
+fn protect_locked<C, F>(
+    contexts: &Arc<Mutex<C>>,
+    protect: F,
+) -> Result<(Message, Box<dyn ResponseVerifier>), SecurityError>
+where
+    C: SecurityContexts + Send + 'static,
+    F: FnOnce(&mut C) -> Result<(Message, ClientStack<C::Id>), String>,
+{
+    let mut guard =
+        contexts.lock().map_err(|_| SecurityError::Protect("the security context store is unusable".into()))?;
+    let (wire, stack) = protect(&mut *guard).map_err(SecurityError::Protect)?;
+    drop(guard);
+    Ok((wire, Box::new(OscoreVerifier { contexts: Arc::clone(contexts), stack })))
+}
+
+/// "'label' (kid 01)" for a context: labels and identifiers only, never keys.
+fn describe_context<C: SecurityContexts>(contexts: &mut C, id: C::Id) -> String {
+    let label = contexts.label(id);
+    match contexts.context_mut(id) {
+        Some(ctx) => format!("'{label}' (kid {})", hex_id(ctx.sender_id())),
+        None => format!("'{label}'"),
+    }
+}
+
 /// Lowercase hex of an identifier, "empty" for the empty one.
 fn hex_id(id: &[u8]) -> String {
     if id.is_empty() {
@@ -135,32 +161,17 @@ where
         _peer: SocketAddr,
         request: &Message,
     ) -> Result<(Message, Box<dyn ResponseVerifier>), SecurityError> {
-        let mut contexts = self
-            .contexts
-            .lock()
-            .map_err(|_| SecurityError::Protect("the security context store is unusable".into()))?;
         // RFC 8613 §8.1, CP §2.3: one layer per context, the end-to-end one first.
-        let (wire, stack) = protect_request_layers(request, &mut *contexts, &self.route, self.max_layers)
-            .map_err(|e| SecurityError::Protect(e.to_string()))?;
-        drop(contexts);
-        Ok((wire, Box::new(OscoreVerifier { contexts: Arc::clone(&self.contexts), stack })))
+        protect_locked(&self.contexts, |contexts| {
+            protect_request_layers(request, contexts, &self.route, self.max_layers).map_err(|e| e.to_string())
+        })
     }
 
     fn describe(&self) -> String {
         let Ok(mut contexts) = self.contexts.lock() else {
             return "OSCORE (context store unusable)".into();
         };
-        let parts: Vec<String> = self
-            .route
-            .iter()
-            .map(|&id| {
-                let label = contexts.label(id);
-                match contexts.context_mut(id) {
-                    Some(ctx) => format!("'{label}' (kid {})", hex_id(ctx.sender_id())),
-                    None => format!("'{label}'"),
-                }
-            })
-            .collect();
+        let parts: Vec<String> = self.route.iter().map(|&id| describe_context(&mut *contexts, id)).collect();
         match parts.len() {
             0 => "no OSCORE context".into(),
             1 => format!("context {}", parts.join("")),
@@ -212,14 +223,10 @@ where
         request: &Message,
     ) -> Result<(Message, Box<dyn ResponseVerifier>), SecurityError> {
         let target = proxy_target(peer, request)?;
-        let mut contexts = self
-            .contexts
-            .lock()
-            .map_err(|_| SecurityError::Protect("the security context store is unusable".into()))?;
-        let (wire, stack) = protect_route_request(request, &target, &self.route, &mut *contexts, self.max_layers)
-            .map_err(|e| SecurityError::Protect(e.to_string()))?;
-        drop(contexts);
-        Ok((wire, Box::new(OscoreVerifier { contexts: Arc::clone(&self.contexts), stack })))
+        // CP §2.3: the end-to-end layer first, then one per proxy from the origin side back.
+        protect_locked(&self.contexts, |contexts| {
+            protect_route_request(request, &target, &self.route, contexts, self.max_layers).map_err(|e| e.to_string())
+        })
     }
 
     fn describe(&self) -> String {
@@ -229,21 +236,13 @@ where
         let mut hops = vec!["client".to_string()];
         for p in &self.route.proxies {
             let layer = match p.context {
-                Some(id) => {
-                    let label = contexts.label(id);
-                    let kid = contexts.context_mut(id).map(|c| hex_id(c.sender_id())).unwrap_or_default();
-                    format!(" [layer '{label}', kid {kid}]")
-                }
+                Some(id) => format!(" [layer {}]", describe_context(&mut *contexts, id)),
                 None => " [no layer]".into(),
             };
             hops.push(format!("proxy {}{layer}", p.uri.compose().trim_end_matches('/')));
         }
         let origin = match self.route.origin_context {
-            Some(id) => {
-                let label = contexts.label(id);
-                let kid = contexts.context_mut(id).map(|c| hex_id(c.sender_id())).unwrap_or_default();
-                format!("origin [end-to-end layer '{label}', kid {kid}]")
-            }
+            Some(id) => format!("origin [end-to-end layer {}]", describe_context(&mut *contexts, id)),
             None => "origin [no end-to-end layer]".into(),
         };
         hops.push(origin);

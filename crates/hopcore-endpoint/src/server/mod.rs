@@ -38,4 +38,5 @@ mod run;
 pub use self::core::{Notification, Server, ServerBuilder, ServerConfig};
 pub use observe::Notifier;
 pub use resource::{resource_fn, Attributes, FnResource, Request, Resource};
-pub use run::ServerHandle;
+pub(crate) use run::drive as run_drive;
+pub use run::{ServerCore, ServerHandle};
