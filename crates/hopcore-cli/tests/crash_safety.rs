@@ -156,7 +156,7 @@ struct Tcpdump {
 impl Tcpdump {
     fn start(tcpdump: &Path, file: &Path, port: u16) -> Tcpdump {
         let mut child = Command::new(tcpdump)
-            .args(["-i", "any", "-n", "-U", "-w"])
+            .args(["-i", "any", "-n", "-U", "--immediate-mode", "-B", "65536", "-w"])
             .arg(file)
             .arg(format!("udp and port {port}"))
             .stdin(Stdio::null())
@@ -324,34 +324,44 @@ async fn get_loop(client: Client, peer: SocketAddr, load: Arc<Load>) {
 }
 
 /// Observes /time; re-registers when nothing arrived for 1.6 s (the server was killed, and
-/// its successor does not know the observation).
+/// its successor does not know the observation). Polls in short slices so that it notices
+/// the end of the load soon.
 async fn observe_loop(client: Client, peer: SocketAddr, load: Arc<Load>) {
+    const SILENCE: Duration = Duration::from_millis(1600);
+    const SLICE: Duration = Duration::from_millis(100);
     while !load.stopped() {
         let req = Message::request(Code::GET).with_option(num::URI_PATH, b"time");
         load.registrations.fetch_add(1, Ordering::SeqCst);
-        match client.observe(peer, req).await {
-            Ok(mut obs) => loop {
-                match tokio::time::timeout(Duration::from_millis(1600), obs.next()).await {
-                    Ok(Some(Ok(m))) if m.code.is_success() => {
-                        load.observed[load.phase()].fetch_add(1, Ordering::SeqCst);
-                    }
-                    Ok(Some(Ok(m))) => {
-                        load.note(format!("Observe /time: {}", m.code));
-                        break;
-                    }
-                    Ok(Some(Err(e))) => {
-                        load.note(format!("Observe /time: {e}"));
-                        break;
-                    }
-                    Ok(None) | Err(_) => break,
-                }
-                if load.stopped() {
-                    break;
-                }
-            },
-            Err(e) => {
+        let registration = client.observe(peer, req);
+        let mut obs = match tokio::time::timeout(Duration::from_secs(3), registration).await {
+            Ok(Ok(obs)) => obs,
+            Ok(Err(e)) => {
                 load.note(format!("Observe /time registration: {e}"));
                 tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            Err(_) => {
+                load.note("Observe /time registration: no answer within 3 s".into());
+                continue;
+            }
+        };
+        let mut last = Instant::now();
+        while !load.stopped() && last.elapsed() < SILENCE {
+            match tokio::time::timeout(SLICE, obs.next()).await {
+                Ok(Some(Ok(m))) if m.code.is_success() => {
+                    load.observed[load.phase()].fetch_add(1, Ordering::SeqCst);
+                    last = Instant::now();
+                }
+                Ok(Some(Ok(m))) => {
+                    load.note(format!("Observe /time: {}", m.code));
+                    break;
+                }
+                Ok(Some(Err(e))) => {
+                    load.note(format!("Observe /time: {e}"));
+                    break;
+                }
+                Ok(None) => break,
+                Err(_) => {}
             }
         }
     }
@@ -370,10 +380,10 @@ async fn make_client(creds: &Path, state: &Path, port: u16) -> (Client, Incoming
         nstart: 32,
         ..hopcore_messaging::Config::default()
     };
-    let (endpoint, incoming) = Endpoint::bind_with("127.0.0.1:0".parse().expect("address"), EndpointConfig {
-        messaging,
-        ..EndpointConfig::default()
-    })
+    let (endpoint, incoming) = Endpoint::bind_with(
+        "127.0.0.1:0".parse().expect("address"),
+        EndpointConfig { messaging, ..EndpointConfig::default() },
+    )
     .await
     .expect("client socket");
     let config = ClientConfig { request_timeout: Duration::from_secs(2), ..ClientConfig::default() };
@@ -383,12 +393,31 @@ async fn make_client(creds: &Path, state: &Path, port: u16) -> (Client, Incoming
 /// How an answer to the replayed request is to be judged.
 #[derive(Debug)]
 enum Answer {
-    /// An empty ACK, or a message for another exchange.
-    NotAnAnswer,
+    /// An empty ACK, or a message of another exchange.
+    Unrelated,
     /// 4.01: unprotected (Replay detected, ...) or protected with Echo.
     Rejected(String),
     /// Anything else: the replay got through, or an unexpected answer.
     Wrong(String),
+}
+
+impl std::fmt::Display for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Answer::Unrelated => f.write_str("(not an answer)"),
+            Answer::Rejected(what) => write!(f, "rejected: {what}"),
+            Answer::Wrong(what) => write!(f, "NOT REJECTED: {what}"),
+        }
+    }
+}
+
+fn show_answers<'a>(answers: impl IntoIterator<Item = &'a Answer>) -> String {
+    let v: Vec<String> = answers.into_iter().map(Answer::to_string).collect();
+    if v.is_empty() {
+        "none".to_string()
+    } else {
+        v.join("; ")
+    }
 }
 
 /// Judges `datagram` as the answer to the replay of a request with `token` and Partial IV
@@ -397,18 +426,15 @@ enum Answer {
 /// an Echo option.
 fn judge_answer(datagram: &[u8], token: &[u8], piv: u64) -> Answer {
     let Ok(m) = Message::parse(datagram) else {
-        return Answer::NotAnAnswer;
+        return Answer::Unrelated;
     };
     if m.code == Code::EMPTY || m.token.as_slice() != token {
-        return Answer::NotAnAnswer;
+        return Answer::Unrelated;
     }
     let Some(option) = m.options.get(num::OSCORE) else {
         let max_age = m.options.get_uint(num::MAX_AGE);
-        let what = format!(
-            "unprotected {}, Max-Age {max_age:?}, payload {:?}",
-            m.code,
-            String::from_utf8_lossy(&m.payload)
-        );
+        let what =
+            format!("unprotected {}, Max-Age {max_age:?}, payload {:?}", m.code, String::from_utf8_lossy(&m.payload));
         return if m.code == Code::UNAUTHORIZED { Answer::Rejected(what) } else { Answer::Wrong(what) };
     };
     let response_piv = OscoreOption::parse(option).ok().and_then(|o| o.partial_iv).map(|p| p.to_sequence());
@@ -420,11 +446,13 @@ fn judge_answer(datagram: &[u8], token: &[u8], piv: u64) -> Answer {
         protect_request(&Message::request(Code::GET), &mut ctx, &Layer::RFC8613).expect("protect a request");
     assert_eq!(binding.request_piv().to_sequence(), piv);
     match unprotect_response(&m, &ctx, &mut binding, &Layer::RFC8613) {
-        Ok(inner) if inner.code == Code::UNAUTHORIZED && inner.options.contains(num::ECHO) => Answer::Rejected(format!(
-            "protected 4.01 with Echo {} (server Partial IV {response_piv:?}), payload {:?}",
-            hex(inner.options.get(num::ECHO).unwrap_or_default()),
-            String::from_utf8_lossy(&inner.payload)
-        )),
+        Ok(inner) if inner.code == Code::UNAUTHORIZED && inner.options.contains(num::ECHO) => {
+            Answer::Rejected(format!(
+                "protected 4.01 with Echo {} (server Partial IV {response_piv:?}), payload {:?}",
+                hex(inner.options.get(num::ECHO).unwrap_or_default()),
+                String::from_utf8_lossy(&inner.payload)
+            ))
+        }
         Ok(inner) => Answer::Wrong(format!(
             "protected {} (server Partial IV {response_piv:?}), payload {:?}",
             inner.code,
@@ -452,6 +480,9 @@ enum Sender {
     /// A response without Partial IV: the nonce of the request (kid) under the server's key.
     ServerWithRequestNonce { kid: Vec<u8> },
 }
+
+/// A request's (kid, Partial IV): the nonce a response without Partial IV reuses.
+type RequestNonce = (Vec<u8>, u64);
 
 /// The whole analysis of the capture.
 #[derive(Default)]
@@ -527,13 +558,16 @@ fn tshark_summary(file: &Path, port: u16, frames: &BTreeSet<usize>) -> String {
     let text = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = text.lines().collect();
     let mut s = format!("tshark -r {} -d udp.port=={port},coap ({} packets):\n", file.display(), lines.len());
+    let mut gap = false;
     for (i, line) in lines.iter().enumerate() {
         let n = i + 1;
         let near = frames.iter().any(|&f| n + 3 >= f && n <= f + 3);
-        if n <= 60 || n + 60 > lines.len() || near {
+        if n <= 40 || n + 40 > lines.len() || near {
             let _ = writeln!(s, "{line}");
-        } else if n == 61 {
+            gap = false;
+        } else if !gap {
             let _ = writeln!(s, "  ...");
+            gap = true;
         }
     }
     s
@@ -602,9 +636,13 @@ fn kill9_under_load_no_nonce_reuse_and_replay_rejected() {
 
     // Stop the load: every GET ends within its 2 s request timeout.
     load.stop.store(true, Ordering::SeqCst);
-    observer.abort();
     rt.block_on(async {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
+        let mut observer = observer;
+        if tokio::time::timeout_at(deadline, &mut observer).await.is_err() {
+            load.note("the observer did not stop within 4 s".into());
+            observer.abort();
+        }
         for t in tasks.iter_mut() {
             if tokio::time::timeout_at(deadline, &mut *t).await.is_err() {
                 t.abort();
@@ -651,7 +689,7 @@ fn kill9_under_load_no_nonce_reuse_and_replay_rejected() {
         if let Ok((n, from)) = replay_socket.recv_from(&mut buf) {
             if from == peer {
                 match judge_answer(&buf[..n], &replay_token, replay_piv) {
-                    Answer::NotAnAnswer => {}
+                    Answer::Unrelated => {}
                     a => live_answer = Some(a),
                 }
             }
@@ -660,7 +698,8 @@ fn kill9_under_load_no_nonce_reuse_and_replay_rejected() {
     match &live_answer {
         Some(Answer::Rejected(_)) => {}
         other => failures.push(format!(
-            "the replay of the pre-crash request (Partial IV {replay_piv}) was not rejected with 4.01: {other:?}"
+            "the replay of the pre-crash request (Partial IV {replay_piv}) was not rejected with 4.01: {}",
+            show_answers(other)
         )),
     }
     // Let the last packets reach the capture file, then stop it.
@@ -681,8 +720,8 @@ fn kill9_under_load_no_nonce_reuse_and_replay_rejected() {
     // The request (kid, Partial IV) of each exchange, for the responses without Partial IV:
     // by (client port, Message ID, token) for piggybacked answers, by (client port, token)
     // for separate ones.
-    let mut by_mid: HashMap<(u16, u16, Vec<u8>), (Vec<u8>, u64)> = HashMap::new();
-    let mut by_token: HashMap<(u16, Vec<u8>), (Vec<u8>, u64)> = HashMap::new();
+    let mut by_mid: HashMap<(u16, u16, Vec<u8>), RequestNonce> = HashMap::new();
+    let mut by_token: HashMap<(u16, Vec<u8>), RequestNonce> = HashMap::new();
     let mut replay_seen = false;
     let mut replay_answers = Vec::new();
     for d in &cap.datagrams {
@@ -745,8 +784,8 @@ fn kill9_under_load_no_nonce_reuse_and_replay_rejected() {
          capture: {} records ({} not IPv4/UDP), link type {}, {} OSCORE messages, {} (sender, Partial IV) pairs\n  \
          client Partial IVs on the wire: before {} | during the outage {} | after {}\n  \
          server Partial IVs on the wire: before {} | after {}\n  \
-         replayed request: Partial IV {replay_piv}, {} bytes, in the capture: {replay_seen}; live answer: {live_answer:?}\n  \
-         answers to the replay in the capture: {:?}\n  \
+         replayed request: Partial IV {replay_piv}, {} bytes, in the capture: {replay_seen}; live answer: {}\n  \
+         answers to the replay in the capture: {}\n  \
          responses without Partial IV not matched to a request: {}\n  \
          client-side failures (first distinct): {:#?}\n  tcpdump: {}",
         runtime.as_secs_f64(),
@@ -771,7 +810,8 @@ fn kill9_under_load_no_nonce_reuse_and_replay_rejected() {
         range(&a.server_pivs[BEFORE]),
         range(&a.server_pivs[AFTER]),
         replayed.len(),
-        replay_answers,
+        show_answers(&live_answer),
+        show_answers(replay_answers.iter().map(|(_, a)| a)),
         a.unmatched_responses,
         load.errors.lock().unwrap(),
         tcpdump_said.lines().filter(|l| l.contains("packets")).collect::<Vec<_>>().join("; "),
@@ -799,6 +839,20 @@ fn kill9_under_load_no_nonce_reuse_and_replay_rejected() {
             && !replay_answers.iter().any(|(_, ans)| matches!(ans, Answer::Wrong(_))),
         "the capture does not show the replay answered with 4.01 (and nothing else)",
     );
+    // App. B.1.1: the restarted server continues above everything it may have used.
+    if let (Some(before), Some(after)) = (a.server_pivs[BEFORE].last(), a.server_pivs[AFTER].first()) {
+        require(after > before, "the restarted server's Partial IVs do not continue above the ones before the crash");
+    }
+    // The evidence must be complete: nothing lost by the capture, and every response that
+    // uses a request's nonce matched to its request.
+    let dropped = tcpdump_said
+        .lines()
+        .find_map(|l| l.strip_suffix(" packets dropped by kernel").and_then(|n| n.trim().parse::<u64>().ok()));
+    require(
+        dropped == Some(0),
+        "the capture is incomplete: tcpdump reports packets dropped by the kernel (or no count)",
+    );
+    require(a.unmatched_responses == 0, "responses without Partial IV that match no captured request");
     require(runtime < Duration::from_secs(30), "the test took 30 s or more");
     if !failures.is_empty() {
         let frames: BTreeSet<usize> =
