@@ -29,6 +29,10 @@ pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_UPSTREAM_NSTART: usize = 1;
 /// Requests relayed concurrently before new ones are answered with 5.03.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 4096;
+/// CP §2.1: the most OSCORE layers removed from one incoming request (the engine's default).
+pub const DEFAULT_MAX_LAYERS: usize = 8;
+/// The highest configurable `max_layers`.
+pub const MAX_MAX_LAYERS: usize = 64;
 
 /// The validated proxy configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -53,6 +57,17 @@ pub struct ProxyConfig {
     /// Reverse-proxy routes (RFC 7252 §5.7.3), matched by longest path prefix; a route with
     /// a `host` wins over one without at the same length.
     pub routes: Vec<Route>,
+    /// CP §2.1: the most OSCORE layers the proxy removes from one incoming request; a request
+    /// that needs more gets 4.01, protected with the layers removed.
+    pub max_layers: usize,
+    /// CP §2.4 Step 4 (draft-tiloca-core-groupcomm-proxy-01 §4 REQ1/REQ2): with at least one
+    /// rule, a request is forwarded only where a rule matches its client and destination;
+    /// otherwise it gets 4.01. No rules: every request may be forwarded.
+    pub allow: Vec<AllowRule>,
+    /// CP §2.4.1: per-source lists of the security contexts that may be used to remove a layer
+    /// of a request from that source. The most specific matching prefix wins; a source that
+    /// matches no rule may use every client context.
+    pub sources: Vec<SourceRule>,
 }
 
 impl Default for ProxyConfig {
@@ -65,8 +80,103 @@ impl Default for ProxyConfig {
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             names: Vec::new(),
             routes: Vec::new(),
+            max_layers: DEFAULT_MAX_LAYERS,
+            allow: Vec::new(),
+            sources: Vec::new(),
         }
     }
+}
+
+/// Which clients an [`AllowRule`] applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowClient {
+    /// Requests from which a layer of the context with this label was removed (the label of a
+    /// `peer` entry of the proxy's credentials, e.g. ":client1").
+    Label(String),
+    /// Every request, authenticated or not (`client = "*"`).
+    Any,
+    /// Requests from which no layer was removed (the rule has no `client`).
+    Unauthenticated,
+}
+
+/// One `[[allow]]` rule: `client` may have requests forwarded to URIs matching `destinations`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowRule {
+    pub client: AllowClient,
+    /// URI patterns (`*` matches any run of characters), matched against the upstream request
+    /// URI `coap://host:port/path?query` (also without the port when it is 5683). Path and
+    /// query of an end-to-end protected request are encrypted, so only its authority and "/"
+    /// are seen: `coap://host:port/*` is the pattern for such destinations.
+    pub destinations: Vec<String>,
+}
+
+impl AllowRule {
+    /// Whether the rule applies to a request whose removed layers have these labels
+    /// (outermost first) and whose upstream URIs are `uris` (the forms of one URI).
+    pub fn matches(&self, removed: &[String], uris: &[String]) -> bool {
+        let client = match &self.client {
+            AllowClient::Label(l) => removed.iter().any(|r| r == l),
+            AllowClient::Any => true,
+            AllowClient::Unauthenticated => removed.is_empty(),
+        };
+        client
+            && self
+                .destinations
+                .iter()
+                .any(|p| uris.iter().any(|u| hopcore_security::credentials::wildcard_match(p, u)))
+    }
+}
+
+/// An IP address prefix, e.g. `127.0.0.0/8`, `2001:db8::/32` or a single address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpPrefix {
+    pub addr: IpAddr,
+    pub len: u8,
+}
+
+impl IpPrefix {
+    /// Parses `addr` or `addr/len` (IPv6 optionally in brackets).
+    pub fn parse(text: &str) -> Option<IpPrefix> {
+        let (a, len) = match text.split_once('/') {
+            Some((a, l)) => (a, Some(l.parse::<u8>().ok()?)),
+            None => (text, None),
+        };
+        let a = a.trim().trim_start_matches('[').trim_end_matches(']');
+        let addr = canonical(a.parse::<IpAddr>().ok()?);
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let len = len.unwrap_or(max);
+        (len <= max).then_some(IpPrefix { addr, len })
+    }
+
+    /// Whether `ip` is inside the prefix (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, canonical(ip)) {
+            (IpAddr::V4(p), IpAddr::V4(a)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.len)).unwrap_or(0);
+                u32::from(p) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(p), IpAddr::V6(a)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.len)).unwrap_or(0);
+                u128::from(p) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// One `[[source]]` rule (CP §2.4.1): requests from `from` may only be verified with the
+/// contexts labelled `contexts`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceRule {
+    pub from: IpPrefix,
+    pub contexts: Vec<String>,
 }
 
 /// A reverse-proxy route: requests whose Uri-Path starts with `prefix` (and whose Uri-Host is
@@ -126,6 +236,14 @@ pub enum ConfigError {
     MaxInFlight(i64),
     #[error("names: empty name")]
     EmptyName,
+    #[error("max_layers = {0}: must be between 1 and {MAX_MAX_LAYERS} (CP §2.1)")]
+    MaxLayers(i64),
+    /// `index` counts the `[[allow]]` tables from 1.
+    #[error("allow rule #{index}: {reason}")]
+    Allow { index: usize, reason: String },
+    /// `index` counts the `[[source]]` tables from 1.
+    #[error("source rule #{index}: {reason}")]
+    Source { index: usize, reason: String },
 }
 
 impl Route {
@@ -184,6 +302,27 @@ struct RawConfig {
     names: Vec<String>,
     #[serde(default, rename = "route")]
     routes: Vec<RawRoute>,
+    #[serde(default = "default_max_layers")]
+    max_layers: i64,
+    #[serde(default, rename = "allow")]
+    allow: Vec<RawAllow>,
+    #[serde(default, rename = "source")]
+    sources: Vec<RawSource>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAllow {
+    #[serde(default)]
+    client: Option<String>,
+    destinations: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    from: String,
+    contexts: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -209,6 +348,9 @@ fn default_nstart() -> i64 {
 }
 fn default_max_in_flight() -> i64 {
     DEFAULT_MAX_IN_FLIGHT as i64
+}
+fn default_max_layers() -> i64 {
+    DEFAULT_MAX_LAYERS as i64
 }
 
 impl TryFrom<RawConfig> for ProxyConfig {
@@ -250,6 +392,35 @@ impl TryFrom<RawConfig> for ProxyConfig {
             }
             routes.push(route);
         }
+        // CP §2.1.
+        let max_layers = usize::try_from(raw.max_layers)
+            .ok()
+            .filter(|n| (1..=MAX_MAX_LAYERS).contains(n))
+            .ok_or(ConfigError::MaxLayers(raw.max_layers))?;
+        let mut allow = Vec::with_capacity(raw.allow.len());
+        for (i, a) in raw.allow.into_iter().enumerate() {
+            let fail = |reason: &str| ConfigError::Allow { index: i + 1, reason: reason.to_string() };
+            let client = match a.client.as_deref() {
+                None => AllowClient::Unauthenticated,
+                Some("*") => AllowClient::Any,
+                Some("") => return Err(fail("client must not be empty (leave it out for unauthenticated clients)")),
+                Some(l) => AllowClient::Label(l.to_string()),
+            };
+            if a.destinations.is_empty() || a.destinations.iter().any(String::is_empty) {
+                return Err(fail("destinations must be a non-empty list of non-empty URI patterns"));
+            }
+            allow.push(AllowRule { client, destinations: a.destinations });
+        }
+        let mut sources = Vec::with_capacity(raw.sources.len());
+        for (i, s) in raw.sources.into_iter().enumerate() {
+            let fail = |reason: String| ConfigError::Source { index: i + 1, reason };
+            let from = IpPrefix::parse(&s.from)
+                .ok_or_else(|| fail(format!("from = {:?}: not an IP address or address/length prefix", s.from)))?;
+            if s.contexts.iter().any(String::is_empty) {
+                return Err(fail("contexts: empty label".into()));
+            }
+            sources.push(SourceRule { from, contexts: s.contexts });
+        }
         Ok(ProxyConfig {
             forward: raw.forward,
             hop_limit,
@@ -258,6 +429,9 @@ impl TryFrom<RawConfig> for ProxyConfig {
             max_in_flight,
             names,
             routes,
+            max_layers,
+            allow,
+            sources,
         })
     }
 }
@@ -278,6 +452,17 @@ impl ProxyConfig {
             ConfigError::Toml(m) => ConfigError::Toml(format!("{}: {m}", path.display())),
             other => other,
         })
+    }
+
+    /// The contexts (by label) that requests from `peer` may be verified with, from the most
+    /// specific `[[source]]` rule containing it (the first of equally specific ones; CP §2.4.1); `None`: no rule, every client
+    /// context.
+    pub fn contexts_for_source(&self, peer: IpAddr) -> Option<&[String]> {
+        self.sources
+            .iter()
+            .filter(|r| r.from.contains(peer))
+            .min_by_key(|r| std::cmp::Reverse(r.from.len))
+            .map(|r| r.contexts.as_slice())
     }
 
     /// Whether `ip` is one of the configured names (as an address literal).

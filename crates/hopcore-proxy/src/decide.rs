@@ -352,7 +352,7 @@ fn decide_own_namespace(req: &Message, cfg: &ProxyConfig, local: &Local) -> Deci
 }
 
 /// The best reverse route: longest prefix, then one with a host.
-fn match_route<'c>(req: &Message, cfg: &'c ProxyConfig) -> Option<(usize, &'c Route)> {
+pub(crate) fn match_route<'c>(req: &Message, cfg: &'c ProxyConfig) -> Option<(usize, &'c Route)> {
     let host = req.options.get(num::URI_HOST).map(strip_brackets);
     let mut best: Option<(usize, &Route)> = None;
     for (i, r) in cfg.routes.iter().enumerate() {
@@ -494,6 +494,16 @@ fn finish_upstream(up: &mut Message, req: &Message, target: &Target, hop: u8, ob
         up.options.push(num::OBSERVE, &[]);
     }
     up.payload.clone_from(&req.payload);
+}
+
+/// Whether a Proxy-Scheme request (Proxy-Scheme with Uri-Host/Uri-Port) names the proxy itself
+/// (RFC 7252 §5.7.2; CP §2.4 Step 4: then it is a local request). Malformed options: no.
+pub(crate) fn names_self(req: &Message, local: &Local) -> bool {
+    if !req.options.contains(num::PROXY_SCHEME) {
+        return false;
+    }
+    let mut scratch = Options::new();
+    proxy_scheme_target(&req.options, local, &mut scratch).is_ok_and(|t| local.is_self(&t))
 }
 
 /// The target of a Proxy-Scheme request (RFC 7252 §5.10.2 with §6.5 steps 2-4); copies

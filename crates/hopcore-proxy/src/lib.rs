@@ -27,7 +27,9 @@ pub mod decide;
 mod observe;
 pub mod proxy;
 pub mod relay;
+pub mod security;
 
-pub use config::{ConfigError, ProxyConfig, Route, RouteError};
+pub use config::{AllowClient, AllowRule, ConfigError, IpPrefix, ProxyConfig, Route, RouteError, SourceRule};
 pub use decide::{decide, Decision, Host, Local, ObserveIntent, Reject, Scheme, Target, Upstream};
-pub use proxy::{serve, BoundProxy, Proxy};
+pub use proxy::{serve, BoundProxy, Exchange, Proxy};
+pub use security::{ProxySecurity, SecurityConfigError};

@@ -23,6 +23,16 @@
 //! All state lives in one task (this module's `run`); the per-observation upstream tasks only
 //! send it events.
 //!
+//! With OSCORE (CP): each client's notifications are protected with the layers removed from its
+//! registration, in reverse order, each with its own Partial IV (CP §2.5, §2.5.1; the engine
+//! does it). An upstream observation with a layer shared with the next hop verifies every
+//! notification on that layer (CP §2.6) and drops those that fail (RFC 8613 §8.4 step 8). A
+//! registration protected end to end (it carries an OSCORE option the proxy relays) differs
+//! for every client and every registration, and its notifications can only be read by that
+//! client: it gets an upstream observation of its own, never shared (`ObsKey::exclusive`), and
+//! is not deregistered by the proxy with a request of its own (that would replay the client's
+//! layer): forgetting the token ends it (RFC 7641 §3.6).
+//!
 //! [`Notifications`]: hopcore_endpoint::Notifications
 
 use std::collections::HashMap;
@@ -32,13 +42,15 @@ use std::time::{Duration, Instant};
 
 use hopcore_codec::registry::is_no_cache_key;
 use hopcore_codec::{num, Code, Message, MsgType, Token};
-use hopcore_endpoint::ResponseHandle;
+use hopcore_layers::{ClientStack, ServerStack};
+use hopcore_security::ContextId;
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
 use crate::decide::{Reject, Target, Upstream};
-use crate::proxy::{access_log, upstream_uri, Failure, Shared};
+use crate::proxy::{answer, upstream_uri, Asker, Exchange, Failure, Job, Shared};
 use crate::relay::{age_max_age, is_notification, relay_response};
+use crate::security::{lock, protect_upstream, unprotect_upstream, LegError};
 
 /// RFC 7641 §4.5: a notification is sent as CON at least every 24 hours, so that a client
 /// that went away is noticed.
@@ -48,22 +60,11 @@ const CON_AT_LEAST_EVERY: Duration = Duration::from_secs(24 * 3600);
 /// gets 5.03 (RFC 7252 §5.9.3.4) — RFC 7641 §4.1 lets a server decline to add an observer.
 pub(crate) const MAX_OBSERVERS: usize = 16_384;
 
-/// A client registering (GET/FETCH with Observe 0).
-pub(crate) struct Registration {
-    pub handle: ResponseHandle,
-    pub method: Code,
-    pub upstream: Upstream,
-    pub route: Option<usize>,
-    pub started: Instant,
-}
-
 pub(crate) enum ObsCmd {
-    Register(Registration),
+    /// A client registering (GET/FETCH with Observe 0).
+    Register(Box<Job>),
     /// Observe 1, or a rejected notification.
-    Leave {
-        peer: SocketAddr,
-        token: Token,
-    },
+    Leave { peer: SocketAddr, token: Token },
 }
 
 enum UpEvent {
@@ -88,10 +89,12 @@ struct ObsKey {
     code: Code,
     options: Vec<u8>,
     payload: Vec<u8>,
+    /// Non-zero for a registration protected end to end: a key of its own (module docs).
+    exclusive: u64,
 }
 
 impl ObsKey {
-    fn new(up: &Upstream) -> ObsKey {
+    fn new(up: &Upstream, exclusive: u64) -> ObsKey {
         let mut options = Vec::with_capacity(64);
         for o in up.request.options.iter() {
             if is_no_cache_key(o.number) || o.number == num::OBSERVE || o.number == num::HOP_LIMIT {
@@ -101,26 +104,30 @@ impl ObsKey {
             options.extend_from_slice(&(o.value.len() as u32).to_be_bytes());
             options.extend_from_slice(o.value);
         }
-        ObsKey { target: up.target.clone(), code: up.request.code, options, payload: up.request.payload.clone() }
+        ObsKey {
+            target: up.target.clone(),
+            code: up.request.code,
+            options,
+            payload: up.request.payload.clone(),
+            exclusive,
+        }
     }
 }
 
 struct Client {
     /// The registration request, while its response is outstanding.
-    pending: Option<Pending>,
+    pending: Option<Asker>,
     last_con: Instant,
-}
-
-struct Pending {
-    handle: ResponseHandle,
-    method: Code,
-    started: Instant,
+    /// The layers removed from the registration (CP §2.5: every notification gets them).
+    layers: ServerStack<ContextId>,
 }
 
 struct Observation {
     key: ObsKey,
     route: Option<usize>,
     uri: String,
+    /// The label of the layer shared with the next hop, if any (for the log).
+    layers_out: Vec<String>,
     clients: HashMap<ClientId, Client>,
     /// The current representation (relayed form, without Observe) and when it arrived.
     latest: Option<(Message, Instant)>,
@@ -136,6 +143,8 @@ struct Relay {
     next_id: u64,
     /// The last Observe value sent (24 bits, RFC 7641 §4.4).
     seq: u32,
+    /// The last `ObsKey::exclusive` given out.
+    exclusive: u64,
     events: mpsc::UnboundedSender<UpMsg>,
 }
 
@@ -149,6 +158,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut cmds: mpsc::UnboundedReceiver<O
         by_client: HashMap::new(),
         next_id: 1,
         seq: 1,
+        exclusive: 0,
         events,
     };
     loop {
@@ -169,9 +179,16 @@ impl Relay {
         self.seq
     }
 
-    fn register(&mut self, reg: Registration) {
-        let id = (reg.handle.peer, reg.handle.token);
-        let key = ObsKey::new(&reg.upstream);
+    fn register(&mut self, reg: Box<Job>) {
+        let Job { asker, upstream, route, next_hop } = *reg;
+        let id = (asker.handle.peer, asker.handle.token);
+        let exclusive = if upstream.request.options.contains(num::OSCORE) {
+            self.exclusive += 1;
+            self.exclusive
+        } else {
+            0
+        };
+        let key = ObsKey::new(&upstream, exclusive);
         // The same token for another resource replaces the old registration.
         if let Some(old) = self.by_client.get(&id).copied() {
             if self.observations.get(&old).is_some_and(|o| o.key != key) {
@@ -181,13 +198,12 @@ impl Relay {
         if !self.by_client.contains_key(&id) && self.by_client.len() >= MAX_OBSERVERS {
             let mut m = Reject::new(Code::SERVICE_UNAVAILABLE, "too many observers").to_message();
             m.options.set_uint(num::MAX_AGE, 60);
-            access_log(id.0, reg.method, "-", m.code, reg.started);
-            self.shared.client.respond(reg.handle, m);
+            answer(&self.shared, asker, m, None);
             return;
         }
         let obs_id = match self.by_key.get(&key) {
             Some(&i) => i,
-            None => self.start(key, reg.upstream, reg.route),
+            None => self.start(key, upstream, route, next_hop),
         };
         self.by_client.insert(id, obs_id);
         let seq = self.next_seq();
@@ -199,29 +215,47 @@ impl Relay {
                 let mut m = m.clone();
                 age_max_age(&mut m, at.elapsed());
                 m.options.set_uint(num::OBSERVE, seq);
-                access_log(reg.handle.peer, reg.method, &obs.uri, m.code, reg.started);
-                self.shared.client.respond(reg.handle, m);
-                obs.clients.insert(id, Client { pending: None, last_con: now });
+                // The first response to the registration: its layers' state stays with the
+                // client for the notifications.
+                let Asker { handle, method, mut layers, started, .. } = asker;
+                let (out, code) = self.shared.protect_for_client(&mut layers, m);
+                let target = Some((obs.uri.clone(), obs.layers_out.clone()));
+                log(&self.shared, handle.peer, method, &layers, target, code, started);
+                self.shared.client.respond(handle, out);
+                obs.clients.insert(id, Client { pending: None, last_con: now, layers });
             }
             None => {
-                let pending = Pending { handle: reg.handle, method: reg.method, started: reg.started };
-                obs.clients.insert(id, Client { pending: Some(pending), last_con: now });
+                let layers = ServerStack { layers: Vec::new() };
+                obs.clients.insert(id, Client { pending: Some(asker), last_con: now, layers });
             }
         }
         debug!(client = %id.0, uri = %obs.uri, observers = obs.clients.len(), "observer registered");
     }
 
     /// Starts an upstream observation.
-    fn start(&mut self, key: ObsKey, up: Upstream, route: Option<usize>) -> u64 {
+    fn start(&mut self, key: ObsKey, up: Upstream, route: Option<usize>, next_hop: Option<ContextId>) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
         let (stop, stop_rx) = oneshot::channel();
         let uri = upstream_uri(&up.target, &up.request.options);
-        debug!(%uri, "upstream observation starts");
-        tokio::spawn(upstream_task(self.shared.clone(), up.target, up.request, id, self.events.clone(), stop_rx));
+        let layers_out = match (&self.shared.oscore, next_hop) {
+            (Some(o), Some(ctx)) => vec![hopcore_layers::SecurityContexts::label(&*lock(o.sec.store_ref()), ctx)],
+            _ => Vec::new(),
+        };
+        debug!(%uri, layers_out = ?layers_out, "upstream observation starts");
+        let upstream = UpstreamObservation { target: up.target, request: up.request, next_hop };
+        tokio::spawn(upstream_task(self.shared.clone(), upstream, id, self.events.clone(), stop_rx));
         self.observations.insert(
             id,
-            Observation { key: key.clone(), route, uri, clients: HashMap::new(), latest: None, _stop: stop },
+            Observation {
+                key: key.clone(),
+                route,
+                uri,
+                layers_out,
+                clients: HashMap::new(),
+                latest: None,
+                _stop: stop,
+            },
         );
         self.by_key.insert(key, id);
         id
@@ -276,8 +310,13 @@ impl Relay {
             }
             match client.pending.take() {
                 Some(p) => {
-                    access_log(id.0, p.method, &obs.uri, out.code, p.started);
-                    self.shared.client.respond(p.handle, out);
+                    // The first response: its layers' state stays for the notifications.
+                    let Asker { handle, method, layers, started, .. } = p;
+                    client.layers = layers;
+                    let (out, code) = self.shared.protect_for_client(&mut client.layers, out);
+                    let target = Some((obs.uri.clone(), obs.layers_out.clone()));
+                    log(&self.shared, handle.peer, method, &client.layers, target, code, started);
+                    self.shared.client.respond(handle, out);
                 }
                 None => {
                     // Each hop chooses its own message types (RFC 7641 §5): CON when the
@@ -289,6 +328,10 @@ impl Relay {
                     } else {
                         MsgType::Non
                     };
+                    // CP §2.5.1: each notification with the client's layers and an own Partial
+                    // IV per layer.
+                    // (Type and token are kept by the protection.)
+                    let (out, _) = self.shared.protect_for_client(&mut client.layers, out);
                     self.shared.client.send(id.0, out);
                 }
             }
@@ -304,12 +347,66 @@ impl Relay {
     }
 }
 
+/// Records an exchange of the relay.
+fn log(
+    shared: &Shared,
+    client: std::net::SocketAddr,
+    method: Code,
+    layers: &ServerStack<ContextId>,
+    target: Option<(String, Vec<String>)>,
+    code: Code,
+    started: Instant,
+) {
+    if !shared.records() {
+        return;
+    }
+    let (target, layers_out) = match target {
+        Some((t, l)) => (Some(t), l),
+        None => (None, Vec::new()),
+    };
+    shared.record(Exchange { client, method, layers_in: layers.labels(), target, layers_out, code }, started);
+}
+
+/// What an upstream task registers with.
+struct UpstreamObservation {
+    target: Target,
+    /// The plain (for the next hop) registration.
+    request: Message,
+    /// The context shared with the next hop (CP §2.3), if any.
+    next_hop: Option<ContextId>,
+}
+
+/// The layer with the next hop of one upstream observation.
+struct Leg {
+    id: ContextId,
+    stack: ClientStack<ContextId>,
+    end_to_end: bool,
+}
+
+impl Leg {
+    /// CP §2.6 on one response of the observation.
+    fn unprotect(&mut self, shared: &Shared, m: &Message) -> Result<Message, LegError> {
+        let Some(o) = &shared.oscore else { return Ok(m.clone()) };
+        unprotect_upstream(m, &mut lock(o.sec.store_ref()), &mut self.stack, self.end_to_end)
+    }
+}
+
+/// The request as sent to the next hop: protected with the context shared with it, if any.
+fn protect_for_next_hop(
+    shared: &Shared,
+    req: &Message,
+    next_hop: Option<ContextId>,
+) -> Result<(Message, Option<Leg>), Failure> {
+    let (Some(id), Some(o)) = (next_hop, &shared.oscore) else { return Ok((req.clone(), None)) };
+    let (wire, stack) = protect_upstream(req, &mut lock(o.sec.store_ref()), id).map_err(Failure::Leg)?;
+    Ok((wire, Some(Leg { id, stack, end_to_end: req.options.contains(num::OSCORE) })))
+}
+
 /// Holds one upstream registration: resolves the target, registers (first response within
 /// the upstream timeout), relays every response as an event, and on `stop` deregisters.
 async fn upstream_task(
     shared: Arc<Shared>,
-    target: Target,
-    request: Message,
+    up: UpstreamObservation,
     obs: u64,
     events: mpsc::UnboundedSender<UpMsg>,
     mut stop: oneshot::Receiver<()>,
@@ -317,35 +414,56 @@ async fn upstream_task(
     let send = |event| {
         let _ = events.send(UpMsg { obs, event });
     };
+    let UpstreamObservation { target, request, next_hop } = up;
+    let end_to_end = request.options.contains(num::OSCORE);
     let timeout = shared.cfg.upstream_timeout;
     let register = async {
         let (endpoint, addr) = shared.upstreams.route(&target).await?;
-        let mut n = endpoint.observe(addr, request.clone()).map_err(Failure::from)?;
+        let (wire, leg) = protect_for_next_hop(&shared, &request, next_hop)?;
+        let mut n = endpoint.observe(addr, wire).map_err(Failure::from)?;
         let first = n.next().await;
-        Ok::<_, Failure>(((endpoint.clone(), addr), n, first))
+        Ok::<_, Failure>(((endpoint.clone(), addr), n, leg, first))
     };
     let first = tokio::select! {
         r = tokio::time::timeout(timeout, register) => r,
         _ = &mut stop => return,
     };
-    let ((endpoint, addr), mut notifications) = match first {
+    let ((endpoint, addr), mut notifications, mut leg) = match first {
         Err(_) => return send(UpEvent::Failed(Failure::Timeout)),
         Ok(Err(f)) => return send(UpEvent::Failed(f)),
-        Ok(Ok((_, _, None))) => return send(UpEvent::Failed(Failure::Closed)),
-        Ok(Ok((_, _, Some(Err(e))))) => return send(UpEvent::Failed(e.into())),
-        Ok(Ok((at, n, Some(Ok(m))))) => {
+        Ok(Ok((_, _, _, None))) => return send(UpEvent::Failed(Failure::Closed)),
+        Ok(Ok((_, _, _, Some(Err(e))))) => return send(UpEvent::Failed(e.into())),
+        Ok(Ok((at, n, mut leg, Some(Ok(m))))) => {
+            // CP §2.6: the first response must verify on the layer with the next hop.
+            let m = match leg.as_mut().map(|l| l.unprotect(&shared, &m)) {
+                None => m,
+                Some(Ok(plain)) => plain,
+                Some(Err(e)) => return send(UpEvent::Failed(Failure::Leg(e))),
+            };
             let more = is_notification(&m);
             send(UpEvent::Response(m));
             if !more {
                 return;
             }
-            (at, n)
+            (at, n, leg)
         }
     };
     loop {
         tokio::select! {
             n = notifications.next() => match n {
                 Some(Ok(m)) => {
+                    let m = match leg.as_mut().map(|l| l.unprotect(&shared, &m)) {
+                        None => m,
+                        Some(Ok(plain)) => plain,
+                        // RFC 8613 §8.4 step 8: a notification that fails verification (forged,
+                        // replayed, older) is dropped; the observation goes on.
+                        Some(Err(e @ (LegError::Verify(_) | LegError::ExtraLayer))) => {
+                            debug!(%target, error = %e, "notification dropped");
+                            continue;
+                        }
+                        // The next hop answered without the layer: an error that ends it.
+                        Some(Err(e)) => return send(UpEvent::Failed(Failure::Leg(e))),
+                    };
                     let more = is_notification(&m);
                     send(UpEvent::Response(m));
                     if !more {
@@ -359,13 +477,16 @@ async fn upstream_task(
         }
     }
     // RFC 7641 §3.6: forget the token (a later notification gets a RST) and deregister with
-    // a GET with Observe 1 on the same token, all other options as in the registration.
+    // a GET with Observe 1 on the same token, all other options as in the registration. Not
+    // for a registration protected end to end: the proxy cannot make a new request in the
+    // client's layer (module docs).
     let token = notifications.token();
     drop(notifications);
-    if let Some(token) = token {
+    if let (Some(token), false) = (token, end_to_end) {
         let mut dereg = request;
         dereg.options.set_uint(num::OBSERVE, 1);
-        dereg.token = token;
-        let _ = tokio::time::timeout(timeout, endpoint.request(addr, dereg)).await;
+        let Ok((mut wire, _)) = protect_for_next_hop(&shared, &dereg, leg.map(|l| l.id)) else { return };
+        wire.token = token;
+        let _ = tokio::time::timeout(timeout, endpoint.request(addr, wire)).await;
     }
 }

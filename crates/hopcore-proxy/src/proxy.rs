@@ -6,9 +6,17 @@
 //! Observe registrations go to the Observe relay (`observe.rs`), which shares one upstream
 //! observation between all clients observing a resource (RFC 7641 §5).
 //!
-//! One line per exchange is logged at INFO under the target `hopcore_proxy::access` (client,
-//! method, upstream URI, response code, duration); filter it with e.g.
-//! `RUST_LOG=info,hopcore_proxy::access=off`.
+//! With OSCORE contexts ([`Proxy::with_security`]) or `[[allow]]` rules, every request first
+//! goes through the nesting engine ([`hopcore_layers::process_request`], CP §2.4) with the
+//! proxy's policy (`security.rs`); the decrypted request is then decided on as above, sent
+//! upstream (protected with the context shared with the next hop, if any), and the response
+//! is protected with the layers removed from the request, in reverse order (CP §2.5).
+//!
+//! One line per exchange is logged at INFO under the target `hopcore_proxy::access`: client,
+//! method, the labels of the layers removed (`layers_in`, outermost first), the upstream URI,
+//! the labels of the layers added towards the next hop (`layers_out`), the response code
+//! (before protection) and the duration. Identities only, never keys. Filter it with e.g.
+//! `RUST_LOG=info,hopcore_proxy::access=off`; [`Proxy::on_exchange`] gets the same records.
 
 use std::fmt::{self, Write as _};
 use std::future::{poll_fn, Future};
@@ -21,14 +29,20 @@ use std::time::Instant;
 
 use hopcore_codec::{num, Code, Message, Options};
 use hopcore_endpoint::{Endpoint, EndpointConfig, EndpointError, Incoming, IncomingRequest, ResponseHandle};
+use hopcore_layers::{process_request, protect_response_layers, Incoming as Outcome, Limits, ServerStack};
 use hopcore_messaging::RequestError;
+use hopcore_security::ContextId;
 use tokio::sync::{mpsc, Semaphore};
-use tracing::{debug, info, Level};
+use tracing::{debug, info, warn, Level};
 
-use crate::config::ProxyConfig;
+use crate::config::{AllowClient, ProxyConfig};
 use crate::decide::{decide, Decision, Host, Local, ObserveIntent, Reject, Target, Upstream};
-use crate::observe::{self, ObsCmd, Registration};
+use crate::observe::{self, ObsCmd};
 use crate::relay::{no_response, no_response_suppresses, relay_response};
+use crate::security::{
+    authorized, echo_challenge, lock, protect_upstream, unprotect_upstream, unrecognized, uri_forms, LegError,
+    ProxyPolicy, ProxySecurity, Resolved, SecurityConfigError, SourceContexts,
+};
 
 /// The tracing target of the per-exchange log line.
 pub const ACCESS_LOG: &str = "hopcore_proxy::access";
@@ -42,6 +56,121 @@ pub(crate) struct Shared {
     /// The endpoints the proxy sends upstream requests from.
     pub upstreams: Upstreams,
     in_flight: Arc<Semaphore>,
+    /// The proxy as an OSCORE endpoint; `None`: plain CoAP only.
+    pub oscore: Option<Oscore>,
+    hook: Option<ExchangeHook>,
+}
+
+/// The proxy's contexts and the configuration resolved against them.
+pub(crate) struct Oscore {
+    pub sec: ProxySecurity,
+    pub resolved: Resolved,
+}
+
+/// One exchange as logged: who asked, through which layers, where it went and what came back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exchange {
+    /// The client's address.
+    pub client: SocketAddr,
+    /// The request's method (after removing the layers addressed to the proxy).
+    pub method: Code,
+    /// Labels of the layers the proxy removed from the request, outermost first (CP §2.4).
+    pub layers_in: Vec<String>,
+    /// The upstream request URI; `None` when the proxy answered itself.
+    pub target: Option<String>,
+    /// Labels of the layers the proxy applied towards the next hop (CP §2.3).
+    pub layers_out: Vec<String>,
+    /// The response code, before the layers for the client were applied.
+    pub code: Code,
+}
+
+type HookFn = dyn Fn(&Exchange) + Send + Sync;
+
+/// A callback for every [`Exchange`] (tests, metrics).
+#[derive(Clone)]
+struct ExchangeHook(Arc<HookFn>);
+
+impl fmt::Debug for ExchangeHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ExchangeHook")
+    }
+}
+
+impl Shared {
+    /// Whether exchanges are recorded (the URI is only composed then).
+    pub(crate) fn records(&self) -> bool {
+        self.hook.is_some() || tracing::enabled!(target: ACCESS_LOG, Level::INFO)
+    }
+
+    /// The access log line and the hook.
+    pub(crate) fn record(&self, e: Exchange, started: Instant) {
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        info!(
+            target: ACCESS_LOG,
+            client = %e.client,
+            method = %e.method,
+            layers_in = ?e.layers_in,
+            upstream = e.target.as_deref().unwrap_or("-"),
+            layers_out = ?e.layers_out,
+            code = %e.code,
+            ms,
+            "exchange"
+        );
+        if let Some(h) = &self.hook {
+            (h.0)(&e);
+        }
+    }
+
+    /// Protects a response for the client with the layers removed from its request, in
+    /// reverse order (CP §2.5). Returns the message to send and its code before protection.
+    ///
+    /// CP §2.2, last paragraph: an option the proxy does not recognize in a response it
+    /// protects makes it a 5.02. If protection itself fails, nothing protected can be sent:
+    /// an unprotected 5.00 without the response's content.
+    pub(crate) fn protect_for_client(&self, layers: &mut ServerStack<ContextId>, resp: Message) -> (Message, Code) {
+        let Some(oscore) = self.oscore.as_ref().filter(|_| !layers.is_empty()) else {
+            let code = resp.code;
+            return (resp, code);
+        };
+        let resp = match unrecognized(&resp.options, &self.local) {
+            Some(n) => {
+                Reject::new(Code::BAD_GATEWAY, format!("response option {n} not recognized (CP §2.2)")).to_message()
+            }
+            None => resp,
+        };
+        let code = resp.code;
+        let protected = protect_response_layers(&resp, &mut *lock(oscore.sec.store_ref()), layers);
+        match protected {
+            Ok(m) => (m, code),
+            Err(e) => {
+                warn!(error = %e, labels = ?layers.labels(), "cannot protect a response for the client");
+                let mut m = Reject::new(Code::INTERNAL_SERVER_ERROR, "Security context unusable").to_message();
+                // As for the RFC 8613 §8.2 errors: an unprotected error is not to be cached.
+                m.options.set_uint(num::MAX_AGE, 0);
+                (m, Code::INTERNAL_SERVER_ERROR)
+            }
+        }
+    }
+}
+
+/// A request being answered: who asked, with which layers removed (CP §2.4).
+pub(crate) struct Asker {
+    pub handle: ResponseHandle,
+    pub method: Code,
+    /// The layers removed from the request (CP §2.5: the response gets them back).
+    pub layers: ServerStack<ContextId>,
+    pub no_response: Option<u32>,
+    pub started: Instant,
+}
+
+/// A request to relay upstream.
+pub(crate) struct Job {
+    pub asker: Asker,
+    pub upstream: Upstream,
+    /// The reverse route, for a reverse-proxy request.
+    pub route: Option<usize>,
+    /// The context shared with the next hop (the P-S layer, CP §2.3), if any.
+    pub next_hop: Option<ContextId>,
 }
 
 /// The upstream endpoints: one per address family where the proxy has one for each (a proxy
@@ -82,6 +211,8 @@ impl Upstreams {
 #[derive(Debug, Clone)]
 pub struct Proxy {
     config: ProxyConfig,
+    security: Option<(ProxySecurity, Resolved)>,
+    hook: Option<ExchangeHook>,
 }
 
 /// A proxy with its sockets bound ([`Proxy::bind`]).
@@ -119,7 +250,23 @@ pub async fn serve(config: ProxyConfig, bind: SocketAddr) -> io::Result<()> {
 
 impl Proxy {
     pub fn new(config: ProxyConfig) -> Proxy {
-        Proxy { config }
+        Proxy { config, security: None, hook: None }
+    }
+
+    /// Makes the proxy an OSCORE endpoint with these contexts (CP): layers of its clients'
+    /// contexts are removed from requests, the layer of a next hop's context is applied to
+    /// requests to it. Fails when an `[[allow]]` or `[[source]]` rule names a label that is not
+    /// a client context.
+    pub fn with_security(mut self, security: ProxySecurity) -> Result<Proxy, SecurityConfigError> {
+        let resolved = security.resolve(&self.config)?;
+        self.security = Some((security, resolved));
+        Ok(self)
+    }
+
+    /// Calls `f` for every exchange, with what the access log shows.
+    pub fn on_exchange(mut self, f: impl Fn(&Exchange) + Send + Sync + 'static) -> Proxy {
+        self.hook = Some(ExchangeHook(Arc::new(f)));
+        self
     }
 
     pub fn config(&self) -> &ProxyConfig {
@@ -175,7 +322,24 @@ impl Proxy {
         let (client, mut incoming) = client_side;
         let local = Local::new(client.local_addr(), &self.config);
         let in_flight = Arc::new(Semaphore::new(self.config.max_in_flight));
-        let shared = Arc::new(Shared { cfg: self.config, local, client, upstreams, in_flight });
+        let oscore = match self.security {
+            Some((sec, resolved)) => Some(Oscore { sec, resolved }),
+            // `[[allow]]` rules without contexts still go through the engine (plain requests
+            // are all "unauthenticated"); rules naming labels never match.
+            None if !self.config.allow.is_empty() => {
+                if self.config.allow.iter().any(|r| matches!(r.client, AllowClient::Label(_))) {
+                    warn!("allow rules name OSCORE clients, but the proxy has no credentials: they never match");
+                }
+                let sec = ProxySecurity::new(hopcore_security::ContextStore::volatile());
+                Some(Oscore { sec, resolved: Resolved::default() })
+            }
+            None => None,
+        };
+        if oscore.is_none() && !self.config.sources.is_empty() {
+            warn!("source rules without credentials have no effect");
+        }
+        let shared =
+            Arc::new(Shared { cfg: self.config, local, client, upstreams, in_flight, oscore, hook: self.hook });
         let (obs_tx, obs_rx) = mpsc::unbounded_channel();
         tokio::spawn(observe::run(shared.clone(), obs_rx));
 
@@ -222,29 +386,118 @@ enum Event {
 
 /// Decides and dispatches one request; never blocks.
 fn handle_request(shared: &Arc<Shared>, obs: &mpsc::UnboundedSender<ObsCmd>, req: IncomingRequest) {
+    if let Some(oscore) = &shared.oscore {
+        return handle_oscore(shared, oscore, obs, req);
+    }
     let started = Instant::now();
     let IncomingRequest { handle, message } = req;
-    let (route, upstream) = match decide(&message, &shared.cfg, &shared.local) {
+    let asker = Asker {
+        handle,
+        method: message.code,
+        layers: ServerStack::default(),
+        no_response: no_response(&message.options),
+        started,
+    };
+    dispatch(shared, obs, asker, &message, false);
+}
+
+/// CP §2.4: the request through the nesting engine, then decided on as a plain one.
+fn handle_oscore(shared: &Arc<Shared>, oscore: &Oscore, obs: &mpsc::UnboundedSender<ObsCmd>, req: IncomingRequest) {
+    let started = Instant::now();
+    let IncomingRequest { handle, message } = req;
+    let method = message.code;
+    let outer_no_response = no_response(&message.options);
+    let has_layer = message.options.contains(num::OSCORE);
+    let limits = Limits { max_layers: shared.cfg.max_layers };
+    let outcome = {
+        let mut store = lock(oscore.sec.store_ref());
+        // CP §2.4.1: only the contexts of this source's list can be found.
+        let allowed = oscore.resolved.contexts_for(&shared.cfg, &oscore.sec, handle.peer.ip());
+        let kids: Vec<(Vec<u8>, Option<Vec<u8>>)> = if has_layer {
+            allowed
+                .iter()
+                .filter_map(|&id| store.get(id))
+                .map(|c| (c.recipient_id().to_vec(), c.id_context().map(<[u8]>::to_vec)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let policy = ProxyPolicy { cfg: &shared.cfg, local: &shared.local, kids: &kids };
+        let mut view = SourceContexts { store: &mut store, allowed };
+        process_request(message, &mut view, &policy, &limits)
+    };
+    match outcome {
+        Outcome::Reply { response, layers, reason } => {
+            // RFC 8613 §8.2 errors (unprotected), CP §2.1/§2.4 errors protected with the layers
+            // removed so far (CP §2.5), App. B.1.2 challenges.
+            debug!(client = %handle.peer, code = %response.code, layers = ?layers.labels(), %reason, "request answered by the engine");
+            let asker = Asker { handle, method, layers, no_response: outer_no_response, started };
+            answer(shared, asker, response, None);
+        }
+        // CP §2.4 Step 5: no application at the proxy; the plain rules answer (4.04, or a
+        // catch-all reverse route without Uri-* options, which the engine cannot see).
+        Outcome::Deliver { request, layers } => {
+            let asker =
+                Asker { handle, method: request.code, layers, no_response: no_response(&request.options), started };
+            dispatch(shared, obs, asker, &request, true);
+        }
+        // CP §2.4 Step 4 passed (authorized): consume the proxy options and forward.
+        Outcome::Forward { request, layers, .. } => {
+            let asker =
+                Asker { handle, method: request.code, layers, no_response: no_response(&request.options), started };
+            dispatch(shared, obs, asker, &request, false);
+        }
+    }
+}
+
+/// Decides on a (decrypted) request and relays it; `check_allow`: the `[[allow]]` rules were
+/// not applied by the engine yet.
+fn dispatch(
+    shared: &Arc<Shared>,
+    obs: &mpsc::UnboundedSender<ObsCmd>,
+    asker: Asker,
+    message: &Message,
+    check_allow: bool,
+) {
+    let (route, upstream) = match decide(message, &shared.cfg, &shared.local) {
         Decision::Forward(up) => (None, up),
         Decision::Reverse { route, upstream } => (Some(route), upstream),
-        Decision::Reject(r) => return answer_locally(shared, handle, &message, &r, started),
+        Decision::Reject(r) => return answer(shared, asker, r.to_message(), None),
         Decision::Local => {
             let r = Reject::new(Code::NOT_FOUND, "no such resource at the proxy");
-            return answer_locally(shared, handle, &message, &r, started);
+            return answer(shared, asker, r.to_message(), None);
         }
     };
-    match upstream.observe {
+    let mut next_hop = None;
+    if let Some(oscore) = &shared.oscore {
+        // CP §2.4 Step 4.
+        if check_allow && !authorized(&shared.cfg, &asker.layers.labels(), &upstream) {
+            let r = Reject::new(Code::UNAUTHORIZED, "not authorized to forward to this destination");
+            return answer(shared, asker, r.to_message(), None);
+        }
+        // CP §2.3: the layer shared with the next hop (CF bit b1).
+        next_hop = oscore.sec.next_hop(&uri_forms(&upstream));
+        // CP §2.2, last paragraph: every option of a request the proxy protects must be one
+        // it recognizes.
+        if next_hop.is_some() {
+            if let Some(n) = unrecognized(&upstream.request.options, &shared.local) {
+                let r = Reject::new(Code::BAD_OPTION, format!("option {n} not recognized (CP §2.2)"));
+                return answer(shared, asker, r.to_message(), None);
+            }
+        }
+    }
+    let job = Job { asker, upstream, route, next_hop };
+    match job.upstream.observe {
         ObserveIntent::Register => {
-            let reg = Registration { handle, method: message.code, upstream, route, started };
-            if let Err(mpsc::error::SendError(ObsCmd::Register(reg))) = obs.send(ObsCmd::Register(reg)) {
+            if let Err(mpsc::error::SendError(ObsCmd::Register(job))) = obs.send(ObsCmd::Register(Box::new(job))) {
                 let r = Reject::new(Code::SERVICE_UNAVAILABLE, "observe relay stopped");
-                answer_locally(shared, reg.handle, &message, &r, started);
+                answer(shared, job.asker, r.to_message(), None);
             }
             return;
         }
         // RFC 7641 §3.6: the client deregisters; the GET itself is answered as a plain one.
         ObserveIntent::Deregister => {
-            let _ = obs.send(ObsCmd::Leave { peer: handle.peer, token: handle.token });
+            let _ = obs.send(ObsCmd::Leave { peer: job.asker.handle.peer, token: job.asker.handle.token });
         }
         ObserveIntent::None => {}
     }
@@ -252,57 +505,95 @@ fn handle_request(shared: &Arc<Shared>, obs: &mpsc::UnboundedSender<ObsCmd>, req
         // RFC 7252 §5.9.3.4: Max-Age says when to retry.
         let mut m = Reject::new(Code::SERVICE_UNAVAILABLE, "proxy overloaded").to_message();
         m.options.set_uint(num::MAX_AGE, 1);
-        access_log(handle.peer, message.code, "-", m.code, started);
-        shared.client.respond(handle, m);
-        return;
+        return answer(shared, job.asker, m, None);
     };
     let shared = shared.clone();
     tokio::spawn(async move {
-        forward(&shared, handle, message.code, upstream, route, started).await;
+        forward(&shared, job).await;
         drop(permit);
     });
 }
 
-fn answer_locally(shared: &Shared, handle: ResponseHandle, req: &Message, r: &Reject, started: Instant) {
-    access_log(handle.peer, req.code, "-", r.code, started);
-    if !no_response_suppresses(no_response(&req.options), r.code) {
-        shared.client.respond(handle, r.to_message());
+/// Sends `resp` to the asker, protected with its layers, and records the exchange.
+pub(crate) fn answer(shared: &Shared, mut asker: Asker, resp: Message, target: Option<(String, Vec<String>)>) {
+    let (out, code) = shared.protect_for_client(&mut asker.layers, resp);
+    if shared.records() {
+        let (target, layers_out) = match target {
+            Some((t, l)) => (Some(t), l),
+            None => (None, Vec::new()),
+        };
+        let e = Exchange {
+            client: asker.handle.peer,
+            method: asker.method,
+            layers_in: asker.layers.labels(),
+            target,
+            layers_out,
+            code,
+        };
+        shared.record(e, asker.started);
+    }
+    // RFC 7967 §2.1: a CON request is still acknowledged (by the messaging layer).
+    if !no_response_suppresses(asker.no_response, code) {
+        shared.client.respond(asker.handle, out);
     }
 }
 
 /// Sends one request upstream and relays the response (or 5.04 / 5.02) to the client.
-async fn forward(
-    shared: &Shared,
-    handle: ResponseHandle,
-    method: Code,
-    up: Upstream,
-    route: Option<usize>,
-    started: Instant,
-) {
-    let uri = tracing::enabled!(target: ACCESS_LOG, Level::INFO).then(|| upstream_uri(&up.target, &up.request.options));
-    let no_response = no_response(&up.request.options);
+async fn forward(shared: &Shared, job: Job) {
+    let Job { asker, upstream: up, route, next_hop } = job;
+    let uri = shared.records().then(|| upstream_uri(&up.target, &up.request.options));
     let Upstream { target, request, .. } = up;
-    let exchange = async {
-        let (endpoint, addr) = shared.upstreams.route(&target).await?;
-        endpoint.request(addr, request).await.map_err(Failure::from)
-    };
+    let exchange = exchange_upstream(shared, &target, request, next_hop);
     // RFC 7252 §5.7.1: "If the request to the destination times out, then a 5.04 (Gateway
     // Timeout) response MUST be returned."
     let result = tokio::time::timeout(shared.cfg.upstream_timeout, exchange).await.unwrap_or(Err(Failure::Timeout));
     let resp = match result {
         Ok(m) => relay_response(m, route.and_then(|i| shared.cfg.routes.get(i)), &shared.local),
-        Err(f) => f.reject(&target).to_message(),
+        Err(f) => {
+            if let Failure::Leg(e) = &f {
+                debug!(%target, error = %e, "layer with the next hop failed");
+            }
+            f.reject(&target).to_message()
+        }
     };
-    access_log(handle.peer, method, uri.as_deref().unwrap_or("-"), resp.code, started);
-    // RFC 7967 §2.1: a CON request is still acknowledged (by the messaging layer).
-    if !no_response_suppresses(no_response, resp.code) {
-        shared.client.respond(handle, resp);
-    }
+    let layers_out = match (&shared.oscore, next_hop) {
+        (Some(o), Some(id)) if uri.is_some() => {
+            vec![hopcore_layers::SecurityContexts::label(&*lock(o.sec.store_ref()), id)]
+        }
+        _ => Vec::new(),
+    };
+    answer(shared, asker, resp, uri.map(|u| (u, layers_out)));
 }
 
-pub(crate) fn access_log(client: SocketAddr, method: Code, upstream: &str, code: Code, started: Instant) {
-    let ms = started.elapsed().as_secs_f64() * 1000.0;
-    info!(target: ACCESS_LOG, %client, %method, upstream, %code, ms, "exchange");
+/// One upstream exchange, with the layer shared with the next hop if there is one (CP §2.3,
+/// §2.6). A next hop that challenges freshness on that layer (RFC 8613 App. B.1.2) is
+/// answered once with its Echo.
+async fn exchange_upstream(
+    shared: &Shared,
+    target: &Target,
+    request: Message,
+    next_hop: Option<ContextId>,
+) -> Result<Message, Failure> {
+    let (endpoint, addr) = shared.upstreams.route(target).await?;
+    let (Some(id), Some(oscore)) = (next_hop, &shared.oscore) else {
+        return endpoint.request(addr, request).await.map_err(Failure::from);
+    };
+    let store = oscore.sec.store_ref();
+    let end_to_end = request.options.contains(num::OSCORE);
+    let mut request = request;
+    for attempt in 0..2 {
+        let (wire, mut stack) = protect_upstream(&request, &mut lock(store), id).map_err(Failure::Leg)?;
+        let resp = endpoint.request(addr, wire).await.map_err(Failure::from)?;
+        let plain = unprotect_upstream(&resp, &mut lock(store), &mut stack, end_to_end).map_err(Failure::Leg)?;
+        match echo_challenge(&plain) {
+            Some(echo) if attempt == 0 => {
+                debug!(%target, "next hop challenges freshness (RFC 8613 App. B.1.2); repeating with Echo");
+                request.options.set(num::ECHO, echo);
+            }
+            _ => return Ok(plain),
+        }
+    }
+    Err(Failure::Leg(LegError::Verify("freshness challenge repeated".into())))
 }
 
 /// Why an upstream exchange failed.
@@ -314,6 +605,8 @@ pub(crate) enum Failure {
     /// No address of the upstream socket's family.
     Family,
     Closed,
+    /// The layer shared with the next hop (CP §2.3, §2.6).
+    Leg(LegError),
 }
 
 impl From<EndpointError> for Failure {
@@ -345,6 +638,10 @@ impl Failure {
             Failure::Resolve => Reject::new(Code::BAD_GATEWAY, format!("cannot resolve {}", target.host)),
             Failure::Family => Reject::new(Code::BAD_GATEWAY, format!("{target}: no address of a usable family")),
             Failure::Closed => Reject::new(Code::BAD_GATEWAY, "upstream endpoint closed"),
+            // The proxy's own context is unusable (e.g. sequence numbers exhausted).
+            Failure::Leg(e @ LegError::Protect(_)) => Reject::new(Code::INTERNAL_SERVER_ERROR, e.to_string()),
+            // RFC 8613 §8.4 step 8 at the proxy: nothing verified can be relayed.
+            Failure::Leg(e) => Reject::new(Code::BAD_GATEWAY, format!("{target}: {e}")),
         }
     }
 }
@@ -372,26 +669,34 @@ fn fit_family(a: SocketAddr, v6_socket: bool) -> Option<SocketAddr> {
 
 /// The upstream request's URI for the log (not percent-encoded).
 pub(crate) fn upstream_uri(target: &Target, opts: &Options) -> String {
-    struct Path<'a>(&'a Options);
-    impl fmt::Display for Path<'_> {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            let mut any = false;
-            for seg in self.0.get_all(num::URI_PATH) {
-                any = true;
-                f.write_char('/')?;
-                f.write_str(&String::from_utf8_lossy(seg))?;
-            }
-            if !any {
-                f.write_char('/')?;
-            }
-            for (i, q) in self.0.get_all(num::URI_QUERY).enumerate() {
-                f.write_char(if i == 0 { '?' } else { '&' })?;
-                f.write_str(&String::from_utf8_lossy(q))?;
-            }
-            Ok(())
+    format!("{target}{}", UriPath(opts))
+}
+
+/// [`upstream_uri`] without the port (for matching patterns written without the default port).
+pub(crate) fn uri_without_port(target: &Target, opts: &Options) -> String {
+    format!("{}://{}{}", target.scheme.as_str(), target.host, UriPath(opts))
+}
+
+/// Path and query of a request as URI text (not percent-encoded); "/" for none.
+struct UriPath<'a>(&'a Options);
+
+impl fmt::Display for UriPath<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut any = false;
+        for seg in self.0.get_all(num::URI_PATH) {
+            any = true;
+            f.write_char('/')?;
+            f.write_str(&String::from_utf8_lossy(seg))?;
         }
+        if !any {
+            f.write_char('/')?;
+        }
+        for (i, q) in self.0.get_all(num::URI_QUERY).enumerate() {
+            f.write_char(if i == 0 { '?' } else { '&' })?;
+            f.write_str(&String::from_utf8_lossy(q))?;
+        }
+        Ok(())
     }
-    format!("{target}{}", Path(opts))
 }
 
 #[cfg(test)]
