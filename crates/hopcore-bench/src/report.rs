@@ -1,0 +1,478 @@
+//! The report of one `scripts/bench.sh` run: `latest.md` (tables) and `latest.svg` (bar
+//! charts), from the raw files the run wrote into one directory:
+//!
+//! - `load.jsonl`: one [`crate::load::LoadResult`] per line;
+//! - `micro.json`: the [`crate::micro_report::MicroSummary`] (optional);
+//! - `memory.json`: the [`crate::memory::MemoryResult`] (optional);
+//! - `env.json`: `{"date", "nproc", "cpu", "load_before", "load_after", "note", ...}` (optional).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Args;
+use serde_json::Value;
+
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// The directory with load.jsonl, micro.json, memory.json, env.json.
+    #[arg(long)]
+    pub raw: PathBuf,
+    /// Output path without extension: writes OUT.md and OUT.svg.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// One row of the load table.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub scenario: String,
+    pub implementation: String,
+    pub rps: f64,
+    pub p50: f64,
+    pub p99: f64,
+    pub ok: u64,
+    pub failures: u64,
+    pub retransmissions: u64,
+    /// CPU µs per request of the proxies (summed over every process labelled proxy*), if any.
+    pub proxy_us: Option<f64>,
+    pub proxy_rss: Option<u64>,
+    pub origin_us: Option<f64>,
+    pub generator_us: f64,
+    pub first_error: Option<String>,
+}
+
+fn f(v: &Value, k: &str) -> f64 {
+    v.get(k).and_then(Value::as_f64).unwrap_or(0.0)
+}
+
+fn u(v: &Value, k: &str) -> u64 {
+    v.get(k).and_then(Value::as_u64).unwrap_or(0)
+}
+
+fn s(v: &Value, k: &str) -> String {
+    v.get(k).and_then(Value::as_str).unwrap_or("").to_string()
+}
+
+pub fn rows(load: &str) -> Vec<Row> {
+    let mut out = Vec::new();
+    for line in load.lines().filter(|l| !l.trim().is_empty()) {
+        let Ok(v) = serde_json::from_str::<Value>(line) else { continue };
+        let watched = v.get("watched").and_then(Value::as_array).cloned().unwrap_or_default();
+        let sum = |prefix: &str| {
+            let ws: Vec<&Value> = watched.iter().filter(|w| s(w, "label").starts_with(prefix)).collect();
+            (!ws.is_empty()).then(|| ws.iter().map(|w| f(w, "cpu_us_per_request")).sum::<f64>())
+        };
+        let proxy_rss = {
+            let ws: Vec<u64> =
+                watched.iter().filter(|w| s(w, "label").starts_with("proxy")).map(|w| u(w, "rss_max_bytes")).collect();
+            ws.iter().max().copied()
+        };
+        out.push(Row {
+            scenario: s(&v, "scenario"),
+            implementation: s(&v, "implementation"),
+            rps: f(&v, "requests_per_s"),
+            p50: f(&v, "p50_ms"),
+            p99: f(&v, "p99_ms"),
+            ok: u(&v, "ok"),
+            failures: u(&v, "failures"),
+            retransmissions: u(&v, "retransmissions"),
+            proxy_us: sum("proxy"),
+            proxy_rss,
+            origin_us: sum("origin"),
+            generator_us: f(&v, "generator_cpu_us_per_request"),
+            first_error: v.get("first_error").and_then(Value::as_str).map(str::to_string),
+        });
+    }
+    out
+}
+
+fn is_hopcore(r: &Row) -> bool {
+    r.implementation.starts_with("hopcore")
+}
+
+/// Scenarios in first-seen order with their rows.
+fn by_scenario(rows: &[Row]) -> Vec<(String, Vec<&Row>)> {
+    let mut order: Vec<String> = Vec::new();
+    let mut map: BTreeMap<String, Vec<&Row>> = BTreeMap::new();
+    for r in rows {
+        if !map.contains_key(&r.scenario) {
+            order.push(r.scenario.clone());
+        }
+        map.entry(r.scenario.clone()).or_default().push(r);
+    }
+    order.into_iter().map(|k| (k.clone(), map.remove(&k).unwrap_or_default())).collect()
+}
+
+/// The best peer of a scenario: lowest proxy CPU per request (or, without a proxy, highest
+/// throughput), among the rows that completed requests without failing most of them.
+fn best_peer<'a>(rows: &[&'a Row]) -> (Option<&'a Row>, Option<&'a Row>) {
+    let peers: Vec<&Row> = rows.iter().copied().filter(|r| !is_hopcore(r) && r.ok > 0 && r.failures <= r.ok).collect();
+    let cpu = peers
+        .iter()
+        .copied()
+        .filter(|r| r.proxy_us.is_some())
+        .min_by(|a, b| a.proxy_us.unwrap_or(f64::MAX).total_cmp(&b.proxy_us.unwrap_or(f64::MAX)));
+    let rps = peers.iter().copied().max_by(|a, b| a.rps.total_cmp(&b.rps));
+    (cpu, rps)
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(|| "–".to_string(), |x| format!("{x:.digits$}"))
+}
+
+pub fn markdown(rows: &[Row], micro: Option<&Value>, memory: Option<&Value>, env: Option<&Value>) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "# hopcore benchmark results\n");
+    if let Some(e) = env {
+        let _ = writeln!(
+            md,
+            "Run of {} on {} cores ({}), `{}`.  ",
+            s(e, "date"),
+            e.get("nproc").map(|v| v.to_string()).unwrap_or_default().trim_matches('"'),
+            s(e, "cpu"),
+            s(e, "kernel")
+        );
+        let _ = writeln!(
+            md,
+            "Load average before / after: {} / {}. {}\n",
+            s(e, "load_before"),
+            s(e, "load_after"),
+            s(e, "note")
+        );
+        let _ =
+            writeln!(md, "Commit: `{}`. Generated by `scripts/bench.sh` (raw data: `results/raw/`).\n", s(e, "commit"));
+    }
+    let _ = writeln!(md, "## Load: same origin, same load generator, only the proxy changes\n");
+    let _ = writeln!(
+        md,
+        "The figure to compare is the proxy's own CPU time (utime+stime from /proc) per relayed request; \
+         ratios are hopcore / best peer in the same run (CPU: lower is better; req/s: higher is better).\n"
+    );
+    let _ = writeln!(
+        md,
+        "| scenario | implementation | req/s | p50 ms | p99 ms | proxy CPU µs/req | proxy VmRSS MiB | origin CPU µs/req | generator CPU µs/req | ok / failed / retx | ratio CPU to best peer | ratio req/s to best peer |"
+    );
+    let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (scenario, rs) in by_scenario(rows) {
+        let (best_cpu, best_rps) = best_peer(&rs);
+        for r in &rs {
+            let (rc, rr) = if is_hopcore(r) {
+                (
+                    match (r.proxy_us, best_cpu.and_then(|b| b.proxy_us.map(|u| (u, &b.implementation)))) {
+                        (Some(h), Some((b, name))) if b > 0.0 => format!("{:.2} ({name})", h / b),
+                        _ => "–".into(),
+                    },
+                    match best_rps {
+                        Some(b) if b.rps > 0.0 => format!("{:.2} ({})", r.rps / b.rps, b.implementation),
+                        _ => "–".into(),
+                    },
+                )
+            } else {
+                (String::new(), String::new())
+            };
+            let _ = writeln!(
+                md,
+                "| {scenario} | {} | {:.0} | {:.3} | {:.3} | {} | {} | {} | {:.1} | {} / {} / {} | {rc} | {rr} |",
+                r.implementation,
+                r.rps,
+                r.p50,
+                r.p99,
+                opt(r.proxy_us, 1),
+                opt(r.proxy_rss.map(|b| b as f64 / 1048576.0), 1),
+                opt(r.origin_us, 1),
+                r.generator_us,
+                r.ok,
+                r.failures,
+                r.retransmissions,
+            );
+        }
+    }
+    let errors: Vec<&Row> = rows.iter().filter(|r| r.first_error.is_some()).collect();
+    if !errors.is_empty() {
+        let _ = writeln!(md, "\nFirst error per run with failures:\n");
+        for r in errors {
+            let _ = writeln!(
+                md,
+                "- {} / {}: {}",
+                r.scenario,
+                r.implementation,
+                r.first_error.as_deref().unwrap_or("").replace('|', "/")
+            );
+        }
+    }
+    if let Some(m) = micro {
+        let _ = writeln!(md, "\n## Micro-benchmarks (criterion medians, this run)\n");
+        if let Some(rows) = m.get("oscore").and_then(Value::as_array) {
+            let _ = writeln!(md, "One OSCORE layer (AES-CCM-16-64-128) against the raw AEAD on the same plaintext and AAD lengths. Target: protect+unprotect ≤ 2× the AEAD. `AeadAlgorithm` keys the cipher on every call, as the OSCORE layer does; the pre-keyed AEAD is the lowest floor.\n");
+            let _ = writeln!(
+                md,
+                "| message | payload B | protect ns | unprotect ns | AEAD seal+open ns | ratio | pre-keyed AEAD ns | ratio to pre-keyed |"
+            );
+            let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|");
+            for r in rows {
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.0} | {:.2} |",
+                    s(r, "kind"),
+                    u(r, "payload"),
+                    f(r, "protect_ns"),
+                    f(r, "unprotect_ns"),
+                    f(r, "aead_ns"),
+                    f(r, "ratio"),
+                    f(r, "aead_prekeyed_ns"),
+                    f(r, "ratio_prekeyed")
+                );
+            }
+        }
+        if let Some(layers) = m.get("layers").and_then(Value::as_array) {
+            let _ = writeln!(md, "\nNested layers: a whole exchange through the nesting engine (client protects n layers, one endpoint removes them, protects the response with n layers, the client verifies), 64-byte payloads.\n");
+            let _ =
+                writeln!(md, "| layers | exchange µs | × of 1 layer | added by this layer µs | client protect µs |");
+            let _ = writeln!(md, "|---:|---:|---:|---:|---:|");
+            let base = layers.first().and_then(|l| l.get(1)).and_then(Value::as_f64).unwrap_or(1.0);
+            let mut prev: Option<f64> = None;
+            for l in layers {
+                let n = l.get(0).and_then(Value::as_u64).unwrap_or(0);
+                let x = l.get(1).and_then(Value::as_f64).unwrap_or(0.0);
+                let p = l.get(2).and_then(Value::as_f64).unwrap_or(0.0);
+                let step = prev.map_or("–".to_string(), |q| format!("{:.2}", (x - q) / 1000.0));
+                let _ = writeln!(md, "| {n} | {:.2} | {:.2} | {step} | {:.2} |", x / 1000.0, x / base, p / 1000.0);
+                prev = Some(x);
+            }
+        }
+        if let Some(c) = m.get("codec").and_then(Value::as_array) {
+            let _ = writeln!(md, "\nCodec (request `POST /sensors/temp`, token 4 bytes, payload as given):\n");
+            let _ = writeln!(md, "| operation / payload B | ns |");
+            let _ = writeln!(md, "|---|---:|");
+            for e in c {
+                let name = e.get(0).and_then(Value::as_str).unwrap_or("");
+                let ns = e.get(1).and_then(Value::as_f64).unwrap_or(0.0);
+                let _ = writeln!(md, "| {name} | {ns:.0} |");
+            }
+        }
+        if let Some(d) = m.get("derive_ns").and_then(Value::as_f64) {
+            let _ = writeln!(
+                md,
+                "\nContext derivation (`SecurityContext::derive`, HKDF-SHA-256, 3 outputs): {:.2} µs.",
+                d / 1000.0
+            );
+        }
+    }
+    if let Some(m) = memory {
+        let _ = writeln!(md, "\n## Memory\n");
+        let _ = writeln!(md, "| what | bytes | target |");
+        let _ = writeln!(md, "|---|---:|---|");
+        let _ = writeln!(md, "| `size_of::<SecurityContext>()` | {} | |", u(m, "size_of_security_context"));
+        let _ = writeln!(
+            md,
+            "| resident per context, {} contexts in a volatile `ContextStore` | {:.0} | ≤ 256 |",
+            u(m, "contexts"),
+            f(m, "store_bytes_per_context")
+        );
+        let _ = writeln!(
+            md,
+            "| resident per context, same contexts in a `Vec<SecurityContext>` | {:.0} | |",
+            f(m, "vec_bytes_per_context")
+        );
+        let _ = writeln!(
+            md,
+            "| resident per exchange in flight at a client endpoint ({} CON requests), plain | {:.0} | |",
+            u(m, "exchanges"),
+            f(m, "plain_bytes_per_exchange")
+        );
+        let _ = writeln!(
+            md,
+            "| resident per exchange in flight at a client endpoint, OSCORE | {:.0} | |",
+            f(m, "oscore_bytes_per_exchange")
+        );
+        let _ = writeln!(md, "\nThe proxy's resident size under load is the `proxy VmRSS MiB` column above (largest VmRSS sampled every 50 ms during the measured phase).");
+    }
+    md
+}
+
+const COLORS: [(&str, &str); 4] =
+    [("hopcore", "#d9480f"), ("libcoap", "#1c7ed6"), ("aiocoap", "#2f9e44"), ("other", "#868e96")];
+
+fn color(implementation: &str) -> &'static str {
+    COLORS.iter().find(|(k, _)| implementation.starts_with(k)).map_or(COLORS[3].1, |(_, c)| c)
+}
+
+fn esc(t: &str) -> String {
+    t.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// One grouped bar chart: groups = scenarios, bars = implementations.
+fn chart(
+    svg: &mut String,
+    top: f64,
+    title: &str,
+    groups: &[(String, Vec<(String, f64)>)],
+    log: bool,
+    unit: &str,
+) -> f64 {
+    let left = 70.0;
+    let height = 220.0;
+    let bar_w = 26.0;
+    let gap = 30.0;
+    let max = groups.iter().flat_map(|(_, b)| b.iter().map(|(_, v)| *v)).fold(0.0f64, f64::max).max(1e-9);
+    let scale = |v: f64| -> f64 {
+        if log {
+            let lo = 0.0; // log10(1)
+            let hi = max.log10().ceil().max(1.0);
+            ((v.max(1.0)).log10() - lo) / (hi - lo) * height
+        } else {
+            v / (max * 1.1) * height
+        }
+    };
+    let _ =
+        writeln!(svg, r#"<text x="{left}" y="{}" font-size="15" font-weight="bold">{}</text>"#, top + 16.0, esc(title));
+    let base_y = top + 30.0 + height;
+    // Grid.
+    let ticks: Vec<f64> = if log {
+        (0..=max.log10().ceil().max(1.0) as i32).map(|e| 10f64.powi(e)).collect()
+    } else {
+        (0..=4).map(|i| max * 1.1 * f64::from(i) / 4.0).collect()
+    };
+    let mut x = left + 10.0;
+    let width_end = left + 10.0 + groups.iter().map(|(_, b)| b.len() as f64 * bar_w + gap).sum::<f64>();
+    for t in ticks {
+        let y = base_y - scale(t);
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{left}" y1="{y:.1}" x2="{width_end:.1}" y2="{y:.1}" stroke="#dee2e6"/><text x="{:.1}" y="{:.1}" font-size="10" text-anchor="end">{}</text>"##,
+            left - 4.0,
+            y + 3.0,
+            if t >= 100.0 || t == 0.0 { format!("{t:.0}") } else { format!("{t:.1}") }
+        );
+    }
+    let _ = writeln!(
+        svg,
+        r#"<text x="14" y="{:.1}" font-size="11" transform="rotate(-90 14 {:.1})" text-anchor="middle">{}</text>"#,
+        base_y - height / 2.0,
+        base_y - height / 2.0,
+        esc(unit)
+    );
+    for (name, bars) in groups {
+        let gx = x;
+        for (implementation, v) in bars {
+            let h = scale(*v).max(0.5);
+            let _ = writeln!(
+                svg,
+                r#"<rect x="{x:.1}" y="{:.1}" width="{:.1}" height="{h:.1}" fill="{}"><title>{}: {v:.1}</title></rect>"#,
+                base_y - h,
+                bar_w - 3.0,
+                color(implementation),
+                esc(implementation)
+            );
+            let _ = writeln!(
+                svg,
+                r#"<text x="{:.1}" y="{:.1}" font-size="9" text-anchor="middle">{}</text>"#,
+                x + (bar_w - 3.0) / 2.0,
+                base_y - h - 3.0,
+                if *v >= 100.0 { format!("{v:.0}") } else { format!("{v:.1}") }
+            );
+            x += bar_w;
+        }
+        let _ = writeln!(
+            svg,
+            r#"<text x="{:.1}" y="{:.1}" font-size="10" text-anchor="middle">{}</text>"#,
+            (gx + x - 3.0) / 2.0,
+            base_y + 14.0,
+            esc(name)
+        );
+        x += gap;
+    }
+    let _ = writeln!(svg, r##"<line x1="{left}" y1="{base_y}" x2="{width_end:.1}" y2="{base_y}" stroke="#495057"/>"##);
+    base_y + 30.0
+}
+
+pub fn svg(rows: &[Row], subtitle: &str) -> String {
+    let scenarios = by_scenario(rows);
+    let rps: Vec<(String, Vec<(String, f64)>)> = scenarios
+        .iter()
+        .map(|(s, rs)| (s.clone(), rs.iter().map(|r| (r.implementation.clone(), r.rps)).collect()))
+        .collect();
+    let cpu: Vec<(String, Vec<(String, f64)>)> = scenarios
+        .iter()
+        .filter_map(|(s, rs)| {
+            let bars: Vec<(String, f64)> =
+                rs.iter().filter_map(|r| r.proxy_us.map(|u| (r.implementation.clone(), u))).collect();
+            (!bars.is_empty()).then(|| (s.clone(), bars))
+        })
+        .collect();
+    let bars = rows.len() as f64;
+    let width = (120.0 + bars * 26.0 + scenarios.len() as f64 * 30.0).max(640.0);
+    let mut body = String::new();
+    let y = chart(&mut body, 40.0, "Throughput (requests/s, higher is better)", &rps, false, "req/s");
+    let y =
+        chart(&mut body, y, "Proxy CPU per relayed request (µs, log scale, lower is better)", &cpu, true, "µs/request");
+    let mut legend_x = 70.0;
+    for (name, c) in COLORS.iter().take(3) {
+        let _ = writeln!(
+            body,
+            r#"<rect x="{legend_x}" y="{y:.1}" width="12" height="12" fill="{c}"/><text x="{:.1}" y="{:.1}" font-size="11">{name}</text>"#,
+            legend_x + 16.0,
+            y + 10.0
+        );
+        legend_x += 100.0;
+    }
+    let height = y + 30.0;
+    format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{height:.0}" viewBox="0 0 {width:.0} {height:.0}" font-family="sans-serif">
+<rect width="100%" height="100%" fill="white"/>
+<text x="70" y="20" font-size="12" fill="#495057">{}</text>
+{body}</svg>
+"##,
+        esc(subtitle)
+    )
+}
+
+fn read_json(path: &Path) -> Option<Value> {
+    let text = std::fs::read_to_string(path).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
+    let load = std::fs::read_to_string(args.raw.join("load.jsonl")).unwrap_or_default();
+    let rows = rows(&load);
+    let micro = read_json(&args.raw.join("micro.json"));
+    let memory = read_json(&args.raw.join("memory.json"));
+    let env = read_json(&args.raw.join("env.json"));
+    let md = markdown(&rows, micro.as_ref(), memory.as_ref(), env.as_ref());
+    let subtitle = env.as_ref().map_or_else(String::new, |e| {
+        format!(
+            "{} · {} cores · {} · load {}",
+            s(e, "date"),
+            e.get("nproc").map(|v| v.to_string()).unwrap_or_default().trim_matches('"'),
+            s(e, "cpu"),
+            s(e, "load_before")
+        )
+    });
+    let md_path = args.out.with_extension("md");
+    let svg_path = args.out.with_extension("svg");
+    std::fs::write(&md_path, md).with_context(|| format!("writing {}", md_path.display()))?;
+    std::fs::write(&svg_path, svg(&rows, &subtitle)).with_context(|| format!("writing {}", svg_path.display()))?;
+    println!("wrote {} and {}", md_path.display(), svg_path.display());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LINES: &str = r#"{"scenario":"proxy CF-0","implementation":"hopcore","requests_per_s":1000.0,"p50_ms":1.0,"p99_ms":2.0,"ok":10,"failures":0,"retransmissions":0,"generator_cpu_us_per_request":5.0,"watched":[{"label":"proxy","cpu_us_per_request":20.0,"rss_max_bytes":1048576},{"label":"origin","cpu_us_per_request":9.0}]}
+{"scenario":"proxy CF-0","implementation":"libcoap 4.3.1","requests_per_s":2000.0,"p50_ms":1.0,"p99_ms":2.0,"ok":10,"failures":0,"retransmissions":0,"generator_cpu_us_per_request":5.0,"watched":[{"label":"proxy","cpu_us_per_request":40.0}]}
+"#;
+
+    #[test]
+    fn ratios_to_the_best_peer() {
+        let rows = rows(LINES);
+        assert_eq!(rows.len(), 2);
+        let md = markdown(&rows, None, None, None);
+        assert!(md.contains("| 0.50 (libcoap 4.3.1) | 0.50 (libcoap 4.3.1) |"), "{md}");
+        let svg = svg(&rows, "t");
+        assert!(svg.starts_with("<svg") && svg.contains("libcoap 4.3.1"));
+    }
+}
