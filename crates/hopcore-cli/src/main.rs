@@ -126,9 +126,20 @@ struct ProxyArgs {
     /// Address to listen on.
     #[arg(long, default_value = "[::]:5683")]
     bind: SocketAddr,
-    /// TOML configuration (forward proxying, reverse routes, Hop-Limit, timeouts).
+    /// TOML configuration (forward proxying, reverse routes, Hop-Limit, timeouts, OSCORE
+    /// limits, [[allow]] and [[source]] rules).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// OSCORE credentials (hopcore TOML or aiocoap JSON) that make the proxy an OSCORE
+    /// endpoint: entries with `peer` labels are its clients (their layers are removed from
+    /// requests), entries with `uri` patterns are next hops (requests to matching URIs are
+    /// protected with them).
+    #[arg(long)]
+    credentials: Option<PathBuf>,
+    /// Directory for durable OSCORE state (RFC 8613 App. B.1); default: the credentials file's
+    /// `state_dir`, else `<file stem>.state/` beside it.
+    #[arg(long, requires = "credentials")]
+    state_dir: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -314,14 +325,34 @@ async fn run_proxy(a: ProxyArgs) -> anyhow::Result<ExitCode> {
         Some(path) => hopcore_proxy::ProxyConfig::load(path)?,
         None => hopcore_proxy::ProxyConfig::default(),
     };
-    let proxy = hopcore_proxy::Proxy::new(config)
-        .bind(a.bind)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", a.bind))?;
+    let mut proxy = hopcore_proxy::Proxy::new(config);
+    // Contexts are loaded before binding, so that a bad credentials file fails fast.
+    let security = match &a.credentials {
+        Some(path) => {
+            let credentials = hopcore_security::Credentials::load(path)?;
+            let dir = crate::state::state_dir_for(&credentials, a.state_dir.as_deref());
+            let (store, index) = credentials.into_store(dir.as_deref())?;
+            let security = hopcore_proxy::ProxySecurity::from_credentials(store, &index);
+            tracing::info!(clients = security.clients().len(), "OSCORE contexts loaded");
+            // A rule of --config naming a label that is not a client context.
+            let config = a.config.as_deref().map_or_else(|| "--config".into(), |c| c.display().to_string());
+            proxy = proxy.with_security(security.clone()).map_err(|e| anyhow::anyhow!("{config}: {e}"))?;
+            Some(security)
+        }
+        None => None,
+    };
+    let proxy = proxy.bind(a.bind).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", a.bind))?;
     println!("listening on {}", proxy.local_addr());
     tokio::select! {
         _ = proxy.run() => {}
-        _ = tokio::signal::ctrl_c() => {}
+        _ = shutdown_signal() => {}
+    }
+    // Clean shutdown: save the replay windows so that the next start needs no Echo exchange
+    // (RFC 8613 App. B.1.2).
+    if let Some(security) = security {
+        if let Err(e) = security.shutdown() {
+            tracing::warn!(error = %e, "could not save the OSCORE replay state");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
