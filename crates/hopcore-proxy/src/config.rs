@@ -491,6 +491,56 @@ mod tests {
         assert!(matches!(cfg.routes[1].target.host, Host::Name(ref n) if &**n == "lights.internal"));
     }
 
+    /// The OSCORE examples of `proxy.example.toml` (the "#>" lines) parse as documented.
+    #[test]
+    fn example_oscore_rules_parse() {
+        let text: String = include_str!("../proxy.example.toml")
+            .lines()
+            .filter_map(|l| l.strip_prefix("#>"))
+            .map(|l| format!("{}\n", l.trim_start()))
+            .collect();
+        let cfg = ProxyConfig::from_toml_str(&text).unwrap();
+        assert_eq!(cfg.allow.len(), 2);
+        assert_eq!(cfg.allow[0].client, AllowClient::Label(":client1".into()));
+        assert_eq!(cfg.allow[1].client, AllowClient::Unauthenticated);
+        let uris = |u: &str| vec![u.to_string()];
+        assert!(cfg.allow[0].matches(&[":client1".into()], &uris("coap://127.0.0.1:5683/a/b")));
+        assert!(!cfg.allow[0].matches(&[":client2".into()], &uris("coap://127.0.0.1:5683/a/b")));
+        assert!(!cfg.allow[0].matches(&[], &uris("coap://127.0.0.1:5683/a")));
+        assert!(cfg.allow[1].matches(&[], &uris("coap://127.0.0.1:5683/public/x")));
+        assert!(!cfg.allow[1].matches(&[":client1".into()], &uris("coap://127.0.0.1:5683/public/x")));
+        assert_eq!(cfg.sources.len(), 2);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(cfg.contexts_for_source(ip("10.1.2.3")), Some(&[":client1".to_string(), ":client2".into()][..]));
+        assert_eq!(cfg.contexts_for_source(ip("::1")), Some(&[":client1".to_string()][..]));
+        assert_eq!(cfg.contexts_for_source(ip("10.2.0.1")), None);
+        assert_eq!(ProxyConfig::from_toml_str(include_str!("../proxy.example.toml")).unwrap().max_layers, 8);
+    }
+
+    #[test]
+    fn oscore_rule_errors_and_prefixes() {
+        assert_eq!(ProxyConfig::from_toml_str("max_layers = 0").unwrap_err(), ConfigError::MaxLayers(0));
+        assert!(ProxyConfig::from_toml_str("max_layers = 65").is_err());
+        let e = ProxyConfig::from_toml_str("[[allow]]\nclient = \":a\"\ndestinations = []\n").unwrap_err();
+        assert!(e.to_string().starts_with("allow rule #1: destinations"), "{e}");
+        let e = ProxyConfig::from_toml_str("[[allow]]\nclient = \"\"\ndestinations = [\"*\"]\n").unwrap_err();
+        assert!(e.to_string().contains("client must not be empty"), "{e}");
+        let e = ProxyConfig::from_toml_str("[[source]]\nfrom = \"10.0.0.0/33\"\ncontexts = []\n").unwrap_err();
+        assert!(e.to_string().starts_with("source rule #1: from = \"10.0.0.0/33\""), "{e}");
+        let any = ProxyConfig::from_toml_str("[[allow]]\nclient = \"*\"\ndestinations = [\"*\"]\n").unwrap();
+        assert!(any.allow[0].matches(&[], &["coap://x/".into()]));
+        let p = IpPrefix::parse("192.0.2.0/24").unwrap();
+        assert!(p.contains("192.0.2.200".parse().unwrap()));
+        assert!(p.contains("::ffff:192.0.2.1".parse().unwrap()), "IPv4-mapped counts as IPv4");
+        assert!(!p.contains("192.0.3.1".parse().unwrap()));
+        assert!(!p.contains("::1".parse().unwrap()));
+        let all = IpPrefix::parse("::/0").unwrap();
+        assert!(all.contains("2001:db8::1".parse().unwrap()));
+        assert!(IpPrefix::parse("[::1]").unwrap().contains("::1".parse().unwrap()));
+        assert!(IpPrefix::parse("0.0.0.0/0").unwrap().contains("203.0.113.9".parse().unwrap()));
+        assert!(IpPrefix::parse("host").is_none());
+    }
+
     #[test]
     fn empty_file_gives_the_defaults() {
         let cfg = ProxyConfig::from_toml_str("").unwrap();

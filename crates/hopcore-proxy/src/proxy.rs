@@ -110,7 +110,7 @@ impl Shared {
             client = %e.client,
             method = %e.method,
             layers_in = ?e.layers_in,
-            upstream = e.target.as_deref().unwrap_or("-"),
+            target = %e.target.as_deref().unwrap_or("-"),
             layers_out = ?e.layers_out,
             code = %e.code,
             ms,
