@@ -873,3 +873,56 @@ async fn plain_proxy_forwards_end_to_end_requests() {
     })
     .await;
 }
+
+/// CP §2.4 Step 5: a request for the proxy itself (no proxy options once C-P is removed) finds
+/// no application there: 4.04, protected with C-P.
+#[tokio::test]
+async fn request_for_the_proxy_itself_is_not_found_inside_c_p() {
+    bounded(async {
+        let origin = Origin::start().await;
+        let pc = ProxyContexts::new();
+        let proxy = RunningProxy::start(ProxyConfig::default(), Some(pc.security(origin.addr(), false))).await;
+        let mut client = Client::new().await;
+        let mut req = get();
+        req.set_path("/status");
+        let cp = client.proxy;
+        let (wire, mut stack) = protect_request_layers(&req, &mut client.contexts, &[cp], 8).unwrap();
+        let raw = client.send(proxy.addr, wire).await;
+        assert!(raw.options.contains(num::OSCORE));
+        let resp = client.verify(&raw, &mut stack).unwrap();
+        assert_eq!(resp.code, Code::NOT_FOUND);
+        let e = proxy.last();
+        assert_eq!((e.layers_in, e.target, e.code), (strings(&[":client1"]), None, Code::NOT_FOUND));
+        origin.handle.shutdown();
+    })
+    .await;
+}
+
+/// RFC 8613 App. B.1.2 on the P-S leg: the origin lost its replay state for the proxy's context
+/// and challenges with Echo (a 4.01 inside P-S); the proxy repeats the request with the Echo,
+/// and the client (CF-3) gets the answer without noticing.
+#[tokio::test]
+async fn echo_challenge_on_the_p_s_leg_is_answered_by_the_proxy() {
+    bounded(async {
+        use hopcore_oscore::ReplayWindow;
+        let mut store = ContextStore::volatile();
+        let lost = ctx(P_S, &[0x04], &[0xd4]).with_replay_window(ReplayWindow::unsynchronized(32).unwrap());
+        let ps = store.add(lost, ContextMeta::new(":proxy")).unwrap();
+        let mut s = demo_server();
+        s.add_resource("/whoami", resource_fn(|req| text(req.identity.clone().unwrap_or_else(|| "-".into()))));
+        let origin = OscoreServer::new(s, store).start(lo()).await.unwrap();
+        assert!(!origin.contexts().lock().unwrap().replay_synchronized(ps));
+
+        let pc = ProxyContexts::new();
+        let proxy = RunningProxy::start(ProxyConfig::default(), Some(pc.security(origin.local_addr(), true))).await;
+        let mut client = Client::new().await;
+        let target = CoapUri::parse(&format!("coap://{}/whoami", origin.local_addr())).unwrap();
+        let (wire, mut stack) = client.build(&get(), &target, &proxy.uri(), false, true);
+        let raw = client.send(proxy.addr, wire).await;
+        let resp = client.verify(&raw, &mut stack).unwrap();
+        assert_eq!((resp.code, payload(&resp).as_str()), (Code::CONTENT, ":proxy"));
+        assert!(origin.contexts().lock().unwrap().replay_synchronized(ps), "synchronized by the Echo exchange");
+        origin.shutdown();
+    })
+    .await;
+}
