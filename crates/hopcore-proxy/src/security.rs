@@ -3,17 +3,17 @@
 //! the next hop.
 //!
 //! Every incoming request goes through the same engine as at a server,
-//! [`hopcore_layers::process_request`] (CP §2.4), with [`ProxyPolicy`]: forwarding is enabled,
+//! [`hopcore_layers::process_request`] (CP §2.4), with `ProxyPolicy`: forwarding is enabled,
 //! reverse routes are those of the configuration (CP §2.4 Step 3), the proxy's own authority
 //! makes a request local (CP §2.4 Step 4), and `[[allow]]` rules authorize forwarding (CP §2.4
 //! Step 4). The contexts the engine may use for a request are those of the proxy's clients
 //! (credentials entries with `peer` labels), narrowed by the `[[source]]` rule of the request's
-//! source address (CP §2.4.1, [`SourceContexts`]).
+//! source address (CP §2.4.1, `SourceContexts`).
 //!
 //! Towards the next hop the proxy is a client: when one of its contexts has a `uri` pattern
-//! matching the upstream request URI, it applies that layer ([`protect_upstream`], CP §2.3,
+//! matching the upstream request URI, it applies that layer (`protect_upstream`, CP §2.3,
 //! §2.2: the relayed OSCORE option of an end-to-end layer is Class E) and removes it from the
-//! responses ([`unprotect_upstream`], CP §2.6). Responses to the client are protected with the
+//! responses (`unprotect_upstream`, CP §2.6). Responses to the client are protected with the
 //! layers removed from its request in reverse order (CP §2.5,
 //! [`hopcore_layers::protect_response_layers`]).
 
