@@ -926,3 +926,39 @@ async fn echo_challenge_on_the_p_s_leg_is_answered_by_the_proxy() {
     })
     .await;
 }
+
+/// CP "With Two Forward-Proxies" with onion forwarding (the route builder, seed 000 App. A):
+/// C-S end to end, C-P1 and C-P2; each proxy removes its layer and learns only its next hop.
+#[tokio::test]
+async fn two_proxies_onion_route() {
+    bounded(async {
+        let origin = Origin::start().await;
+        let p1_contexts = ProxyContexts::new();
+        let p2_contexts = ProxyContexts::new();
+        let p1 = ProxySecurity::shared(p1_contexts.store.clone()).with_client(p1_contexts.client1);
+        let p2 = ProxySecurity::shared(p2_contexts.store.clone()).with_client(p2_contexts.client2);
+        let p2 = RunningProxy::start(ProxyConfig::default(), Some(p2)).await;
+        let p1 = RunningProxy::start(ProxyConfig::default(), Some(p1)).await;
+        let mut client = Client::new().await;
+        let route = ClientRoute {
+            proxies: vec![
+                RouteProxy { uri: p1.uri(), context: Some(client.proxy) },
+                RouteProxy { uri: p2.uri(), context: Some(client.proxy2) },
+            ],
+            origin_context: Some(client.e2e),
+            proxy_uri_form: false,
+        };
+        let (wire, mut stack) =
+            protect_route_request(&get(), &origin.uri("/whoami"), &route, &mut client.contexts, 8).unwrap();
+        let raw = client.send(p1.addr, wire).await;
+        let resp = client.verify(&raw, &mut stack).unwrap();
+        assert_eq!((resp.code, payload(&resp).as_str()), (Code::CONTENT, ":client"));
+        let (e1, e2) = (p1.last(), p2.last());
+        assert_eq!(e1.layers_in, strings(&[":client1"]));
+        assert_eq!(e1.target, Some(format!("coap://{}/", p2.addr)), "P1 learns only P2");
+        assert_eq!(e2.layers_in, strings(&[":client2"]));
+        assert_eq!(e2.target, Some(format!("coap://{}/", origin.addr())), "P2 sees the origin, not the path");
+        origin.handle.shutdown();
+    })
+    .await;
+}
