@@ -5,7 +5,7 @@
 //! with the context its 'kid' names and the algorithm starts again on the decrypted request,
 //! and a request without either goes to the application.
 
-use hopcore_codec::{num, Code, Message};
+use hopcore_codec::{num, CoapUri, Code, Message};
 use hopcore_oscore::{error_response, unprotect_request, Layer, NestedClasses, UnprotectError};
 use tracing::debug;
 
@@ -114,6 +114,11 @@ pub fn process_request<C: SecurityContexts>(
                 // CP §2.4 Step 4: a request for this endpoint's own authority is local; the
                 // proxy options are consumed (RFC 7252 §5.7.2) and the algorithm restarts.
                 if policy.is_own_authority(&req) {
+                    // A Proxy-Uri carries the path and query too: keep them as Uri-Path and
+                    // Uri-Query for the local request (RFC 7252 §6.4).
+                    if let Some(uri) = req.options.get_str(num::PROXY_URI).and_then(|u| CoapUri::parse(u).ok()) {
+                        uri.write_path_query(&mut req.options);
+                    }
                     req.options.remove(num::PROXY_URI);
                     req.options.remove(num::PROXY_SCHEME);
                     req.options.remove(num::URI_HOST);

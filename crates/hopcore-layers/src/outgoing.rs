@@ -31,15 +31,16 @@ pub enum LayerError {
     TooManyLayers { layers: usize, limit: usize },
 }
 
-/// The class policy of layer `index` (0 = innermost). The innermost layer follows RFC 8613
-/// Figure 5; outer layers protect the inner OSCORE option as Class E (CP §2.2).
-fn classes_for(index: usize) -> &'static dyn ClassPolicy {
-    static INNER: Rfc8613Classes = Rfc8613Classes;
-    static OUTER: NestedClasses = NestedClasses(Rfc8613Classes);
-    if index == 0 {
-        &INNER
+/// The class policy for wrapping `msg`: a message that already carries an OSCORE option (an
+/// inner layer, applied here or by the original client behind a proxy) protects it as Class
+/// E (CP §2.2); otherwise RFC 8613 Figure 5.
+fn classes_for(msg: &Message) -> &'static dyn ClassPolicy {
+    static PLAIN: Rfc8613Classes = Rfc8613Classes;
+    static NESTED: NestedClasses = NestedClasses(Rfc8613Classes);
+    if msg.options.contains(num::OSCORE) {
+        &NESTED
     } else {
-        &OUTER
+        &PLAIN
     }
 }
 
@@ -57,13 +58,16 @@ pub fn protect_request_layers<C: SecurityContexts>(
         return Err(LayerError::TooManyLayers { layers: route.len(), limit: max_layers });
     }
     let mut msg = request.clone();
-    let mut stack = ClientStack::default();
+    // A proxy adding its layer on the next leg wraps the client's end-to-end layer: the
+    // responses then keep that inner layer for the client (CP §2.6 concerns our own layers).
+    let mut stack = ClientStack { inner_oscore: request.options.contains(num::OSCORE), ..ClientStack::default() };
     for (index, &id) in route.iter().enumerate() {
         let label = contexts.label(id);
+        let classes = classes_for(&msg);
         let ctx = contexts.prepare_send(id).map_err(LayerError::Store)?;
         // RFC 8613 §5.1: a context with an ID Context sends it as 'kid context', so that the
         // recipient can tell contexts with the same Sender ID apart (e.g. the plugtest's c/d).
-        let layer = Layer::RFC8613.with_classes(classes_for(index)).with_kid_context(true);
+        let layer = Layer::RFC8613.with_classes(classes).with_kid_context(true);
         let (protected, binding) =
             protect_request(&msg, ctx, &layer).map_err(|source| LayerError::Protect { index, source })?;
         stack.layers.push(AppliedLayer { context: id, label, binding });
@@ -91,15 +95,21 @@ pub fn unprotect_response_layers<C: SecurityContexts>(
         }
         let label = applied.label.clone();
         let ctx = contexts.context_mut(applied.context).ok_or(LayerError::NoContext { index })?;
-        let layer = Layer::RFC8613.with_classes(classes_for(index));
+        // Under our innermost layer there is only an OSCORE option if the request carried one
+        // of someone else's (a proxy's next leg); between our layers there always is one.
+        static PLAIN: Rfc8613Classes = Rfc8613Classes;
+        static NESTED: NestedClasses = NestedClasses(Rfc8613Classes);
+        let classes: &dyn ClassPolicy = if index > 0 || stack.inner_oscore { &NESTED } else { &PLAIN };
+        let layer = Layer::RFC8613.with_classes(classes);
         msg = unprotect_response(&msg, ctx, &mut applied.binding, &layer).map_err(|source| LayerError::Verify {
             index,
             label,
             source,
         })?;
     }
-    // CP §2.6: an OSCORE option left after removing every layer we added is an error.
-    if !stack.is_empty() && msg.options.contains(num::OSCORE) {
+    // CP §2.6: an OSCORE option left after removing every layer we added is an error, unless
+    // the request carried an inner layer that is not ours.
+    if !stack.is_empty() && !stack.inner_oscore && msg.options.contains(num::OSCORE) {
         return Err(LayerError::ExtraLayer(stack.len()));
     }
     Ok(msg)

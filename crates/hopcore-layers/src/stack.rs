@@ -56,11 +56,14 @@ pub struct AppliedLayer<Id> {
 #[derive(Debug)]
 pub struct ClientStack<Id> {
     pub layers: Vec<AppliedLayer<Id>>,
+    /// The request already carried an OSCORE layer that is not ours (a proxy forwarding a
+    /// client's end-to-end-protected request over a protected leg).
+    pub inner_oscore: bool,
 }
 
 impl<Id> Default for ClientStack<Id> {
     fn default() -> Self {
-        ClientStack { layers: Vec::new() }
+        ClientStack { layers: Vec::new(), inner_oscore: false }
     }
 }
 

@@ -380,3 +380,52 @@ fn route_rules() {
     assert!(m.options.contains(num::URI_HOST) && m.options.contains(num::OSCORE));
     assert!(!m.options.contains(num::URI_PATH));
 }
+
+/// A proxy's next leg (CF-6/CF-7's P-S): the proxy wraps the client's end-to-end-protected
+/// request in its own layer with the engine, and removes exactly that layer from the
+/// response, which keeps the client's layer (CP §2.3, §2.6).
+#[test]
+fn proxy_leg_over_an_end_to_end_layer() {
+    let (c_e2e, s_e2e) = pair(1, b"c", b"s");
+    let (p_leg, s_leg) = pair(2, b"p", b"S");
+    let mut client = ContextList::new();
+    let e2e = client.add(c_e2e, "s");
+    let mut proxy = ContextList::new();
+    let leg = proxy.add(p_leg, "origin");
+    let mut origin = ContextList::new();
+    origin.add(s_e2e, ":client");
+    origin.add(s_leg, ":proxy");
+
+    let (wire, mut cstack) = protect_request_layers(&get("/x"), &mut client, &[e2e], 4).unwrap();
+    let (wire, mut pstack) = protect_request_layers(&wire, &mut proxy, &[leg], 4).unwrap();
+    assert!(pstack.inner_oscore);
+    let (got, mut sstack) = deliver(process_request(wire, &mut origin, &OriginServer, &Limits::default()));
+    assert_eq!(got, get("/x"));
+    assert_eq!(sstack.labels(), vec![":proxy", ":client"]);
+    let resp = Message::response(Code::CONTENT).with_payload("leg");
+    let wire = protect_response_layers(&resp, &mut origin, &mut sstack).unwrap();
+    let relayed = unprotect_response_layers(&wire, &mut proxy, &mut pstack).unwrap();
+    assert!(relayed.options.contains(num::OSCORE), "the client's layer stays");
+    assert_eq!(unprotect_response_layers(&relayed, &mut client, &mut cstack).unwrap(), resp);
+}
+
+/// A forward-proxy request for the proxy's own authority is local (CP §2.4 Step 4), and a
+/// Proxy-Uri's path and query are kept (RFC 7252 §6.4).
+#[test]
+fn own_authority_keeps_the_proxy_uri_path() {
+    struct Me;
+    impl HopPolicy for Me {
+        fn forward_proxy(&self) -> bool {
+            true
+        }
+        fn is_own_authority(&self, _req: &Message) -> bool {
+            true
+        }
+    }
+    let mut req = Message::request(Code::GET);
+    req.options.push(num::PROXY_URI, b"coap://me.example/a/b?x=1");
+    let (got, _) = deliver(process_request(req, &mut ContextList::new(), &Me, &Limits::default()));
+    assert_eq!(got.path(), "/a/b");
+    assert_eq!(got.options.get(num::URI_QUERY), Some(&b"x=1"[..]));
+    assert!(!got.options.contains(num::PROXY_URI));
+}

@@ -21,8 +21,10 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use hopcore_codec::{num, Code, Message, Options, Registry};
-use hopcore_layers::{AppliedLayer, ClientStack, HopPolicy, LayerTarget, SecurityContexts};
-use hopcore_oscore::{protect_request, unprotect_response, Layer, NestedClasses, SecurityContext};
+use hopcore_layers::{
+    unprotect_response_layers, AppliedLayer, ClientStack, HopPolicy, LayerError, LayerTarget, SecurityContexts,
+};
+use hopcore_oscore::{protect_request, Layer, SecurityContext};
 use hopcore_security::{ContextId, ContextStore, CredentialIndex, StoreError};
 use thiserror::Error;
 
@@ -360,32 +362,21 @@ pub(crate) fn protect_upstream(
     Ok((wire, stack))
 }
 
-/// CP §2.6: removes the P-S layer of `stack` from a response. `end_to_end`: the request
-/// carried an end-to-end layer, whose OSCORE option the response may carry inside.
+/// CP §2.6: removes the P-S layer of `stack` from a response with the nesting engine.
+/// `end_to_end`: the request carried an end-to-end layer, whose OSCORE option the response
+/// may carry inside.
 pub(crate) fn unprotect_upstream(
     resp: &Message,
     store: &mut ContextStore,
     stack: &mut ClientStack<ContextId>,
     end_to_end: bool,
 ) -> Result<Message, LegError> {
-    // The nesting policy accepts an inner OSCORE option (CP §2.2); it agrees with RFC 8613
-    // Figure 5 on every other option, whichever the next hop used.
-    static CLASSES: NestedClasses = NestedClasses(hopcore_oscore::Rfc8613Classes);
-    let layer = Layer::RFC8613.with_classes(&CLASSES);
-    let mut msg = resp.clone();
-    for applied in stack.layers.iter_mut().rev() {
-        if !msg.options.contains(num::OSCORE) {
-            let diagnostic = String::from_utf8_lossy(&msg.payload).chars().take(200).collect();
-            return Err(LegError::Unprotected { code: msg.code, diagnostic });
-        }
-        let ctx = store.get(applied.context).ok_or_else(|| LegError::Verify("context gone".into()))?;
-        msg =
-            unprotect_response(&msg, ctx, &mut applied.binding, &layer).map_err(|e| LegError::Verify(e.to_string()))?;
-    }
-    if !stack.is_empty() && !end_to_end && msg.options.contains(num::OSCORE) {
-        return Err(LegError::ExtraLayer);
-    }
-    Ok(msg)
+    stack.inner_oscore = end_to_end;
+    unprotect_response_layers(resp, store, stack).map_err(|e| match e {
+        LayerError::Unprotected { code, diagnostic, .. } => LegError::Unprotected { code, diagnostic },
+        LayerError::ExtraLayer(_) => LegError::ExtraLayer,
+        e => LegError::Verify(e.to_string()),
+    })
 }
 
 /// RFC 8613 App. B.1.2 on the P-S leg: the next hop lost its replay state for the proxy's
