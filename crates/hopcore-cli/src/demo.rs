@@ -96,6 +96,6 @@ pub async fn run() -> anyhow::Result<ExitCode> {
     for r in &rows {
         println!("{:<w$}  {:<16}  {:>7.1}ms  {}", r.what, r.code, r.rtt.as_secs_f64() * 1000.0, r.detail);
     }
-    println!("\nOSCORE (end-to-end and hop-by-hop layers) joins this demo as it lands.");
+    crate::demo_layers::run_all().await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -4,6 +4,7 @@
 //! response, 2 for usage errors, 3 when no response arrived (timeout, reset, unreachable).
 
 mod demo;
+mod demo_layers;
 mod output;
 mod request;
 mod state;

@@ -153,3 +153,21 @@ fn flood_of_garbage_crashes_nothing() {
     let o = run(&["get", &format!("coap://{}/hello", server.addr), "--proxy", &format!("coap://{}", proxy.addr)]);
     assert!(o.status.success(), "proxy still relays: {}", stderr(&o));
 }
+
+/// The README's main command: every configuration CF-0…CF-7 and the onion route answer, and
+/// on the client leg of CF-7 only the OSCORE option is visible.
+#[test]
+fn demo_runs_every_configuration() {
+    let o = run(&["demo"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    for cf in 0..8 {
+        assert!(out.contains(&format!("CF-{cf} (OSCORE on")), "CF-{cf} missing:\n{out}");
+    }
+    assert!(out.contains("Onion route through three proxies"), "{out}");
+    assert_eq!(out.matches("-> \"Hello from hopcore\"").count(), 9, "{out}");
+    let cf7 = out.split("CF-7").nth(1).unwrap_or_default();
+    let c_p = cf7.lines().find(|l| l.trim_start().starts_with("C-P ")).unwrap_or_default();
+    assert!(c_p.contains("P1-origin") || c_p.contains("client-P1"), "{c_p}");
+    assert!(c_p.trim_end().ends_with("OSCORE"), "only OSCORE visible on C-P in CF-7: {c_p}");
+}

@@ -41,5 +41,5 @@ pub mod security;
 
 pub use config::{AllowClient, AllowRule, ConfigError, IpPrefix, ProxyConfig, Route, RouteError, SourceRule};
 pub use decide::{decide, Decision, Host, Local, ObserveIntent, Reject, Scheme, Target, Upstream};
-pub use proxy::{serve, BoundProxy, Exchange, Proxy};
+pub use proxy::{serve, BoundProxy, Exchange, Proxy, Upstreams};
 pub use security::{ProxySecurity, SecurityConfigError};
