@@ -18,6 +18,8 @@
 #   HOPCORE_BENCH_PORT=57100   first port of the block of ~40 UDP ports used
 #   HOPCORE_BENCH_REQUESTS=20000, HOPCORE_BENCH_DURATION=10 (s, cap per row),
 #   HOPCORE_BENCH_IN_FLIGHT=8, HOPCORE_BENCH_AIOCOAP_REQUESTS=2000
+#   HOPCORE_BENCH_ROUNDS=3     every scenario row this many times, interleaved (the report
+#                              shows the median round and the spread)
 #   HOPCORE_BENCH_SKIP_MICRO=1 skip the criterion run (keeps an existing micro.json)
 #   HOPCORE_SKIP_PEERS=1       do not run scripts/setup-peers.sh (peers must be there)
 #   HOPCORE_BENCH_NOTE="..."   free text for the report (e.g. what else ran on the machine)
@@ -46,12 +48,13 @@ log() { printf '[bench %4ss] %s\n' "$((SECONDS - T0))" "$*" >&2; }
 
 PORT="${HOPCORE_BENCH_PORT:-57100}"
 if [ "$SMOKE" = 1 ]; then
-    REQUESTS=300 DURATION=5 AIO_REQUESTS=60 WARMUP=20
+    REQUESTS=300 DURATION=5 AIO_REQUESTS=60 WARMUP=20 ROUNDS=1
 else
     REQUESTS="${HOPCORE_BENCH_REQUESTS:-20000}"
     DURATION="${HOPCORE_BENCH_DURATION:-10}"
     AIO_REQUESTS="${HOPCORE_BENCH_AIOCOAP_REQUESTS:-2000}"
     WARMUP=300
+    ROUNDS="${HOPCORE_BENCH_ROUNDS:-3}"
 fi
 IN_FLIGHT="${HOPCORE_BENCH_IN_FLIGHT:-8}"
 
@@ -256,42 +259,45 @@ OO="coap://$L:$P_ORIGIN_OSC/hello"
 W_O="origin=$PID_ORIGIN"
 W_OO="origin=$PID_ORIGIN_OSC"
 
-# Direct: the origins alone (is the origin a bottleneck?).
-row "direct CF-0" "hopcore" --target "$O" --requests "$REQUESTS" --watch-pid "$W_O"
-row "direct CF-0" "libcoap 4.3.1" --target "coap://$L:$P_LIBCOAP_ORIGIN/" --requests "$REQUESTS" \
-    --watch-pid "origin=$PID_LIBCOAP_ORIGIN"
-row "direct OSCORE" "hopcore" --target "$OO" --credentials "$C/client-e2e.toml" --state-dir "$RUN/state-client" \
-    --requests "$REQUESTS" --watch-pid "$W_OO"
+for round in $(seq "$ROUNDS"); do
+    log "round $round of $ROUNDS"
+    # Direct: the origins alone (is the origin a bottleneck?).
+    row "direct CF-0" "hopcore" --target "$O" --requests "$REQUESTS" --watch-pid "$W_O"
+    row "direct CF-0" "libcoap 4.3.1" --target "coap://$L:$P_LIBCOAP_ORIGIN/" --requests "$REQUESTS" \
+        --watch-pid "origin=$PID_LIBCOAP_ORIGIN"
+    row "direct OSCORE" "hopcore" --target "$OO" --credentials "$C/client-e2e.toml" --state-dir "$RUN/state-client" \
+        --requests "$REQUESTS" --watch-pid "$W_OO"
 
-# One proxy, plain CoAP (CF-0): same hopcore origin, only the proxy changes.
-row "proxy CF-0" "hopcore" --target "$O" --proxy "coap://$L:$P_HOP" --requests "$REQUESTS" \
-    --watch-pid "proxy=$PID_HOP" --watch-pid "$W_O"
-row "proxy CF-0" "hopcore (OSCORE-capable)" --target "$O" --proxy "coap://$L:$P_HOP_OSC" --requests "$REQUESTS" \
-    --watch-pid "proxy=$PID_HOP_OSC" --watch-pid "$W_O"
-row "proxy CF-0" "libcoap 4.3.1" --target "$O" --proxy "coap://$L:$P_LIBCOAP" --requests "$REQUESTS" \
-    --watch-pid "proxy=$PID_LIBCOAP" --watch-pid "$W_O"
-row "proxy CF-0" "aiocoap 0.4.17" --target "$O" --proxy "coap://$L:$P_AIO" --proxy-scheme \
-    --requests "$AIO_REQUESTS" --watch-pid "proxy=$PID_AIO" --watch-pid "$W_O"
+    # One proxy, plain CoAP (CF-0): same hopcore origin, only the proxy changes.
+    row "proxy CF-0" "hopcore" --target "$O" --proxy "coap://$L:$P_HOP" --requests "$REQUESTS" \
+        --watch-pid "proxy=$PID_HOP" --watch-pid "$W_O"
+    row "proxy CF-0" "hopcore (OSCORE-capable)" --target "$O" --proxy "coap://$L:$P_HOP_OSC" --requests "$REQUESTS" \
+        --watch-pid "proxy=$PID_HOP_OSC" --watch-pid "$W_O"
+    row "proxy CF-0" "libcoap 4.3.1" --target "$O" --proxy "coap://$L:$P_LIBCOAP" --requests "$REQUESTS" \
+        --watch-pid "proxy=$PID_LIBCOAP" --watch-pid "$W_O"
+    row "proxy CF-0" "aiocoap 0.4.17" --target "$O" --proxy "coap://$L:$P_AIO" --proxy-scheme \
+        --requests "$AIO_REQUESTS" --watch-pid "proxy=$PID_AIO" --watch-pid "$W_O"
 
-# CF-4: end-to-end OSCORE through a proxy that only forwards.
-CS=(--target "$OO" --credentials "$C/client-e2e.toml" --state-dir "$RUN/state-client")
-row "proxy CF-4" "hopcore" "${CS[@]}" --proxy "coap://$L:$P_HOP" --requests "$REQUESTS" \
-    --watch-pid "proxy=$PID_HOP" --watch-pid "$W_OO"
-row "proxy CF-4" "libcoap 4.3.1" "${CS[@]}" --proxy "coap://$L:$P_LIBCOAP" --proxy-scheme --requests "$REQUESTS" \
-    --watch-pid "proxy=$PID_LIBCOAP" --watch-pid "$W_OO"
-row "proxy CF-4" "aiocoap 0.4.17" "${CS[@]}" --proxy "coap://$L:$P_AIO" --proxy-scheme \
-    --requests "$AIO_REQUESTS" --watch-pid "proxy=$PID_AIO" --watch-pid "$W_OO"
+    # CF-4: end-to-end OSCORE through a proxy that only forwards.
+    CS=(--target "$OO" --credentials "$C/client-e2e.toml" --state-dir "$RUN/state-client")
+    row "proxy CF-4" "hopcore" "${CS[@]}" --proxy "coap://$L:$P_HOP" --requests "$REQUESTS" \
+        --watch-pid "proxy=$PID_HOP" --watch-pid "$W_OO"
+    row "proxy CF-4" "libcoap 4.3.1" "${CS[@]}" --proxy "coap://$L:$P_LIBCOAP" --proxy-scheme --requests "$REQUESTS" \
+        --watch-pid "proxy=$PID_LIBCOAP" --watch-pid "$W_OO"
+    row "proxy CF-4" "aiocoap 0.4.17" "${CS[@]}" --proxy "coap://$L:$P_AIO" --proxy-scheme \
+        --requests "$AIO_REQUESTS" --watch-pid "proxy=$PID_AIO" --watch-pid "$W_OO"
 
-# CF-7: OSCORE on each leg (C-P, P-S) plus end to end; no peer does this.
-row "proxy CF-7" "hopcore" --target "$OO" --credentials "$C/client-cf7.toml" --state-dir "$RUN/state-client" \
-    --proxy "coap://$L:$P_HOP_OSC" --requests "$REQUESTS" --watch-pid "proxy=$PID_HOP_OSC" --watch-pid "$W_OO"
+    # CF-7: OSCORE on each leg (C-P, P-S) plus end to end; no peer does this.
+    row "proxy CF-7" "hopcore" --target "$OO" --credentials "$C/client-cf7.toml" --state-dir "$RUN/state-client" \
+        --proxy "coap://$L:$P_HOP_OSC" --requests "$REQUESTS" --watch-pid "proxy=$PID_HOP_OSC" --watch-pid "$W_OO"
 
-# Onion route through three proxies (CP §2.3): a layer for each proxy plus end to end.
-row "onion 3 proxies" "hopcore" --target "$OO" --credentials "$C/client-onion.toml" \
-    --state-dir "$RUN/state-client" \
-    --proxy "coap://$L:$P_ON1" --proxy "coap://$L:$P_ON2" --proxy "coap://$L:$P_ON3" --requests "$REQUESTS" \
-    --watch-pid "proxy1=${PID_ON[0]}" --watch-pid "proxy2=${PID_ON[1]}" --watch-pid "proxy3=${PID_ON[2]}" \
-    --watch-pid "$W_OO"
+    # Onion route through three proxies (CP §2.3): a layer for each proxy plus end to end.
+    row "onion 3 proxies" "hopcore" --target "$OO" --credentials "$C/client-onion.toml" \
+        --state-dir "$RUN/state-client" \
+        --proxy "coap://$L:$P_ON1" --proxy "coap://$L:$P_ON2" --proxy "coap://$L:$P_ON3" --requests "$REQUESTS" \
+        --watch-pid "proxy1=${PID_ON[0]}" --watch-pid "proxy2=${PID_ON[1]}" --watch-pid "proxy3=${PID_ON[2]}" \
+        --watch-pid "$W_OO"
+done
 
 LOAD_AFTER="$(loadavg)"
 OTHERS_AFTER="$(others)"
@@ -307,7 +313,7 @@ cat >"$RAW/env.json" <<EOF
   "commit": $(json_str "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo '+dirty')"),
   "load_before": $(json_str "$LOAD_BEFORE"),
   "load_after": $(json_str "$LOAD_AFTER"),
-  "note": $(json_str "Other processes using CPU at the start: ${OTHERS_BEFORE:-none}; at the end: ${OTHERS_AFTER:-none}. In flight: $IN_FLIGHT; requests per row: $REQUESTS (aiocoap: $AIO_REQUESTS), at most $DURATION s per row, $WARMUP warm-up requests. ${HOPCORE_BENCH_NOTE:-}")
+  "note": $(json_str "Other processes using CPU at the start: ${OTHERS_BEFORE:-none}; at the end: ${OTHERS_AFTER:-none}. In flight: $IN_FLIGHT; rounds: $ROUNDS; requests per row: $REQUESTS (aiocoap: $AIO_REQUESTS), at most $DURATION s per row, $WARMUP warm-up requests. ${HOPCORE_BENCH_NOTE:-}")
 }
 EOF
 "$GEN" report --raw "$RAW" --out "$OUT"

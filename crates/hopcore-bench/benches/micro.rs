@@ -218,8 +218,8 @@ fn derive(c: &mut Criterion) {
 fn main() {
     let mut c = Criterion::default()
         .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(1))
-        .sample_size(30)
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(40)
         .configure_from_args();
     codec(&mut c);
     oscore(&mut c);

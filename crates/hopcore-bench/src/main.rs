@@ -34,12 +34,15 @@ fn append_json(path: &std::path::Path, value: &impl serde::Serialize) -> anyhow:
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Some(Command::Memory(args)) => memory::run(&args).and_then(|r| {
-            memory::print(&r);
-            match &args.json {
-                Some(p) => append_json(p, &r),
-                None => Ok(()),
+        Some(Command::Memory(args)) => memory::run(&args).and_then(|r| match r {
+            Some(r) => {
+                memory::print(&r);
+                match &args.json {
+                    Some(p) => append_json(p, &r),
+                    None => Ok(()),
+                }
             }
+            None => Ok(()),
         }),
         Some(Command::Report(args)) => report::run(&args),
         None => load::run(cli.load.clone()).and_then(|r| {

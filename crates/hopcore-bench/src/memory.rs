@@ -5,6 +5,9 @@
 //!   allocator overhead included), and into a bare `Vec<SecurityContext>`;
 //! - bytes per exchange in flight at a client endpoint: N CON requests towards a loopback
 //!   socket that never answers (plain and OSCORE), resident growth / N.
+//!
+//! Each figure is measured in a fresh child process (`--part`), so that none reuses memory
+//! that another one freed.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -17,7 +20,7 @@ use hopcore_endpoint::client::{Client, ClientConfig, OscoreProtector};
 use hopcore_endpoint::{Endpoint, EndpointConfig};
 use hopcore_layers::ContextList;
 use hopcore_oscore::{ContextInput, SecurityContext};
-use hopcore_security::{ContextMeta, ContextStore};
+use hopcore_security::{ContextMeta, ContextParams, ContextStore};
 use serde::Serialize;
 
 use crate::fixtures;
@@ -34,11 +37,17 @@ pub struct MemoryArgs {
     /// Appends the result as JSON to this file.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
+    /// Internal: measure one figure in this process and print it (the parent starts one
+    /// process per figure, so that no figure reuses memory another one freed).
+    #[arg(long, hide = true)]
+    pub part: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct MemoryResult {
     pub size_of_security_context: usize,
+    pub size_of_context_meta: usize,
+    pub size_of_option_context_params: usize,
     pub contexts: u32,
     pub store_bytes_per_context: f64,
     pub vec_bytes_per_context: f64,
@@ -61,8 +70,6 @@ fn per_item(before: u64, after: u64, n: u32) -> f64 {
     after.saturating_sub(before) as f64 / f64::from(n.max(1))
 }
 
-/// The store is returned so that it stays resident while the next figure is measured (freed
-/// memory would be reused and hide the next one's growth).
 fn contexts_in_store(n: u32) -> anyhow::Result<(f64, ContextStore)> {
     let before = procfs::rss(None)?;
     let mut store = ContextStore::volatile();
@@ -122,29 +129,58 @@ async fn exchanges_in_flight(n: u32, oscore: bool) -> anyhow::Result<f64> {
     Ok(per_item(before, after, n))
 }
 
-pub fn run(args: &MemoryArgs) -> anyhow::Result<MemoryResult> {
+/// One figure, measured in this process.
+fn part(name: &str, contexts: u32, exchanges: u32) -> anyhow::Result<f64> {
+    match name {
+        "store" => Ok(contexts_in_store(contexts)?.0),
+        "vec" => Ok(contexts_in_vec(contexts)?.0),
+        "plain" | "oscore" => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(exchanges_in_flight(exchanges, name == "oscore"))
+        }
+        other => Err(anyhow!("unknown part {other}")),
+    }
+}
+
+/// Runs `hopcore-bench memory --part NAME` in a child process and reads its figure.
+fn in_child(name: &str, contexts: u32, exchanges: u32) -> anyhow::Result<f64> {
+    let exe = std::env::current_exe()?;
+    let out = std::process::Command::new(exe)
+        .args(["memory", "--part", name, "--contexts", &contexts.to_string(), "--exchanges", &exchanges.to_string()])
+        .output()
+        .context("starting the measuring process")?;
+    if !out.status.success() {
+        return Err(anyhow!("memory part {name} failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    String::from_utf8_lossy(&out.stdout).trim().parse().map_err(|e| anyhow!("memory part {name}: {e}"))
+}
+
+/// Prints the figure of `--part` (child), or measures every figure in its own process.
+pub fn run(args: &MemoryArgs) -> anyhow::Result<Option<MemoryResult>> {
     let contexts = args.contexts.clamp(1, 2_000_000);
     let exchanges = args.exchanges.clamp(1, 100_000);
-    // Everything measured stays alive until the end, so each figure is fresh growth.
-    let (store_bytes_per_context, store) = contexts_in_store(contexts)?;
-    let (vec_bytes_per_context, vec) = contexts_in_vec(contexts)?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let plain_bytes_per_exchange = rt.block_on(exchanges_in_flight(exchanges, false))?;
-    let oscore_bytes_per_exchange = rt.block_on(exchanges_in_flight(exchanges, true))?;
-    drop((store, vec));
-    Ok(MemoryResult {
+    if let Some(name) = &args.part {
+        println!("{}", part(name, contexts, exchanges)?);
+        return Ok(None);
+    }
+    Ok(Some(MemoryResult {
         size_of_security_context: std::mem::size_of::<SecurityContext>(),
+        size_of_context_meta: std::mem::size_of::<ContextMeta>(),
+        size_of_option_context_params: std::mem::size_of::<Option<ContextParams>>(),
         contexts,
-        store_bytes_per_context,
-        vec_bytes_per_context,
+        store_bytes_per_context: in_child("store", contexts, exchanges)?,
+        vec_bytes_per_context: in_child("vec", contexts, exchanges)?,
         exchanges,
-        plain_bytes_per_exchange,
-        oscore_bytes_per_exchange,
-    })
+        plain_bytes_per_exchange: in_child("plain", contexts, exchanges)?,
+        oscore_bytes_per_exchange: in_child("oscore", contexts, exchanges)?,
+    }))
 }
 
 pub fn print(r: &MemoryResult) {
-    println!("size_of::<SecurityContext>() = {} bytes", r.size_of_security_context);
+    println!(
+        "size_of: SecurityContext {} bytes, ContextMeta {}, Option<ContextParams> {}",
+        r.size_of_security_context, r.size_of_context_meta, r.size_of_option_context_params
+    );
     println!(
         "{} contexts: {:.0} bytes/context resident in a volatile ContextStore, {:.0} in a Vec<SecurityContext>",
         r.contexts, r.store_bytes_per_context, r.vec_bytes_per_context

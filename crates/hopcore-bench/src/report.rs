@@ -41,6 +41,42 @@ pub struct Row {
     pub origin_us: Option<f64>,
     pub generator_us: f64,
     pub first_error: Option<String>,
+    /// How many runs (rounds) of this row there were; the row shown is the median one.
+    pub rounds: usize,
+    /// Smallest and largest proxy CPU µs/request over the rounds.
+    pub proxy_us_range: Option<(f64, f64)>,
+}
+
+/// One row per (scenario, implementation): the round with the median proxy CPU per request
+/// (or the median throughput when no proxy is watched), with the spread over the rounds.
+pub fn aggregate(rows: Vec<Row>) -> Vec<Row> {
+    let mut order: Vec<(String, String)> = Vec::new();
+    let mut groups: BTreeMap<(String, String), Vec<Row>> = BTreeMap::new();
+    for r in rows {
+        let k = (r.scenario.clone(), r.implementation.clone());
+        if !groups.contains_key(&k) {
+            order.push(k.clone());
+        }
+        groups.entry(k).or_default().push(r);
+    }
+    let mut out = Vec::new();
+    for k in order {
+        let Some(mut g) = groups.remove(&k) else { continue };
+        g.sort_by(|a, b| match (a.proxy_us, b.proxy_us) {
+            (Some(x), Some(y)) => x.total_cmp(&y),
+            _ => a.rps.total_cmp(&b.rps),
+        });
+        let range = {
+            let v: Vec<f64> = g.iter().filter_map(|r| r.proxy_us).collect();
+            (!v.is_empty()).then(|| (v.iter().copied().fold(f64::MAX, f64::min), v.iter().copied().fold(0.0, f64::max)))
+        };
+        let n = g.len();
+        let mut median = g.swap_remove((n - 1) / 2);
+        median.rounds = n;
+        median.proxy_us_range = range;
+        out.push(median);
+    }
+    out
 }
 
 fn f(v: &Value, k: &str) -> f64 {
@@ -83,6 +119,8 @@ pub fn rows(load: &str) -> Vec<Row> {
             origin_us: sum("origin"),
             generator_us: f(&v, "generator_cpu_us_per_request"),
             first_error: v.get("first_error").and_then(Value::as_str).map(str::to_string),
+            rounds: 1,
+            proxy_us_range: None,
         });
     }
     out
@@ -148,7 +186,9 @@ pub fn markdown(rows: &[Row], micro: Option<&Value>, memory: Option<&Value>, env
     let _ = writeln!(
         md,
         "The figure to compare is the proxy's own CPU time (utime+stime from /proc) per relayed request; \
-         ratios are hopcore / best peer in the same run (CPU: lower is better; req/s: higher is better).\n"
+         ratios are hopcore / best peer in the same run (CPU: lower is better; req/s: higher is better). \
+         With several rounds, each row is the round with the median proxy CPU (the range over the rounds \
+         in parentheses).\n"
     );
     let _ = writeln!(
         md,
@@ -179,7 +219,10 @@ pub fn markdown(rows: &[Row], micro: Option<&Value>, memory: Option<&Value>, env
                 r.rps,
                 r.p50,
                 r.p99,
-                opt(r.proxy_us, 1),
+                match (r.proxy_us, r.proxy_us_range) {
+                    (Some(u), Some((lo, hi))) if r.rounds > 1 => format!("{u:.1} ({lo:.0}–{hi:.0})"),
+                    (u, _) => opt(u, 1),
+                },
                 opt(r.proxy_rss.map(|b| b as f64 / 1048576.0), 1),
                 opt(r.origin_us, 1),
                 r.generator_us,
@@ -265,6 +308,12 @@ pub fn markdown(rows: &[Row], micro: Option<&Value>, memory: Option<&Value>, env
         let _ = writeln!(md, "| what | bytes | target |");
         let _ = writeln!(md, "|---|---:|---|");
         let _ = writeln!(md, "| `size_of::<SecurityContext>()` | {} | |", u(m, "size_of_security_context"));
+        let _ = writeln!(
+            md,
+            "| `size_of::<ContextMeta>()` / `size_of::<Option<ContextParams>>()` (in every store entry) | {} / {} | |",
+            u(m, "size_of_context_meta"),
+            u(m, "size_of_option_context_params")
+        );
         let _ = writeln!(
             md,
             "| resident per context, {} contexts in a volatile `ContextStore` | {:.0} | ≤ 256 |",
@@ -436,7 +485,7 @@ fn read_json(path: &Path) -> Option<Value> {
 
 pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
     let load = std::fs::read_to_string(args.raw.join("load.jsonl")).unwrap_or_default();
-    let rows = rows(&load);
+    let rows = aggregate(rows(&load));
     let micro = read_json(&args.raw.join("micro.json"));
     let memory = read_json(&args.raw.join("memory.json"));
     let env = read_json(&args.raw.join("env.json"));
@@ -474,5 +523,23 @@ mod tests {
         assert!(md.contains("| 0.50 (libcoap 4.3.1) | 0.50 (libcoap 4.3.1) |"), "{md}");
         let svg = svg(&rows, "t");
         assert!(svg.starts_with("<svg") && svg.contains("libcoap 4.3.1"));
+    }
+
+    #[test]
+    fn rounds_keep_the_median_row() {
+        let three: String = [30.0, 10.0, 20.0]
+            .iter()
+            .map(|us| {
+                format!(
+                    "{{\"scenario\":\"s\",\"implementation\":\"hopcore\",\"requests_per_s\":{us},\"ok\":1,\
+                     \"watched\":[{{\"label\":\"proxy\",\"cpu_us_per_request\":{us}}}]}}\n"
+                )
+            })
+            .collect();
+        let rows = aggregate(rows(&three));
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].proxy_us, Some(20.0));
+        assert_eq!(rows[0].rounds, 3);
+        assert_eq!(rows[0].proxy_us_range, Some((10.0, 30.0)));
     }
 }
