@@ -62,7 +62,7 @@ fn security(args: &RequestArgs, uri: &CoapUri) -> anyhow::Result<Result<Security
         .collect::<anyhow::Result<Vec<_>>>()?;
     let chain_error = |n: usize| {
         format!(
-            "a chain of {n} proxies needs an OSCORE context with every proxy but the last, so that each proxy \
+            "a chain of {n} proxies needs an OSCORE context with every proxy, so that each proxy \
              learns its next hop inside its own layer (onion forwarding): add them to --credentials"
         )
     };
@@ -117,7 +117,7 @@ fn security(args: &RequestArgs, uri: &CoapUri) -> anyhow::Result<Result<Security
         proxy_uri_form: !args.proxy_scheme,
     };
     let n = route.proxies.len();
-    if route.proxies.iter().take(n - 1).any(|p| p.context.is_none()) {
+    if n > 1 && route.proxies.iter().any(|p| p.context.is_none()) {
         return Ok(Err(chain_error(n)));
     }
     Ok(Ok(Security::Oscore(Arc::new(RouteProtector::new(contexts, route)))))

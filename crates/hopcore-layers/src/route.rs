@@ -14,7 +14,9 @@
 //!    next hop**.
 //!
 //! Options of two hops cannot share one message level (Proxy-Scheme and Uri-Host do not
-//! repeat), so every proxy but the last needs a context; a single proxy works without one.
+//! repeat): a proxy's next-hop options must sit inside its own layer, apart from the last
+//! proxy's options for the origin. So in a chain every proxy needs a context; a single
+//! proxy works without one (its options for the origin are the only ones).
 
 use hopcore_codec::{num, CoapUri, Message, Registry};
 use hopcore_oscore::{protect_request, Layer};
@@ -56,8 +58,8 @@ impl<Id> Route<Id> {
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
     #[error(
-        "proxy #{index} ({uri}) shares no OSCORE context with the client: in a chain, each proxy but the last \
-         needs one to carry its next hop (onion forwarding)"
+        "proxy #{index} ({uri}) shares no OSCORE context with the client: in a chain, every proxy needs one, \
+         so that each hop's forwarding options travel in its own layer (onion forwarding)"
     )]
     ProxyWithoutContext { index: usize, uri: String },
     #[error(transparent)]
@@ -82,10 +84,8 @@ pub fn protect_route_request<C: SecurityContexts>(
     max_layers: usize,
 ) -> Result<(Message, ClientStack<C::Id>), RouteError> {
     let n = route.proxies.len();
-    // Every proxy but the last needs a layer for its next-hop options (module docs).
-    if let Some((index, p)) =
-        route.proxies.iter().enumerate().take(n.saturating_sub(1)).find(|(_, p)| p.context.is_none())
-    {
+    // In a chain every proxy needs a layer for its forwarding options (module docs).
+    if let Some((index, p)) = route.proxies.iter().enumerate().filter(|_| n > 1).find(|(_, p)| p.context.is_none()) {
         return Err(RouteError::ProxyWithoutContext { index: index + 1, uri: p.uri.compose() });
     }
     // CP §2.1: an outgoing request beyond the limit is not sent.

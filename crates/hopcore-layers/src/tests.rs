@@ -350,7 +350,21 @@ fn route_rules() {
     let id = client.add(c, "p1");
     let uri = |p: u16| CoapUri::parse(&format!("coap://127.0.0.1:{p}")).unwrap();
     let target = CoapUri::parse("coap://127.0.0.1:5683/x").unwrap();
-    // A chain whose first proxy has no context cannot carry the second hop.
+    // A chain in which a proxy has no context: its forwarding options would share a level
+    // with another hop's (here the last proxy's options for the origin would be overwritten
+    // by the first proxy's next-hop options).
+    let (c3, _) = pair(3, b"c", b"q");
+    let id1 = client.add(c3, "p1");
+    let route = Route {
+        proxies: vec![RouteProxy { uri: uri(1), context: Some(id1) }, RouteProxy { uri: uri(2), context: None }],
+        origin_context: None,
+        proxy_uri_form: false,
+    };
+    assert!(matches!(
+        protect_route_request(&Message::request(Code::GET), &target, &route, &mut client, 8),
+        Err(RouteError::ProxyWithoutContext { index: 2, .. })
+    ));
+    // Likewise when the first proxy has none.
     let route = Route {
         proxies: vec![RouteProxy { uri: uri(1), context: None }, RouteProxy { uri: uri(2), context: Some(id) }],
         origin_context: None,
