@@ -171,6 +171,35 @@ impl Proc {
         }
     }
 
+    /// Starts a server that prints nothing when ready (aiocoap-proxy): `make(port)` builds the
+    /// command line for a free port, and the server counts as up once it answers CoAP there.
+    /// Retried once on another port (the port may have been taken in between).
+    pub fn start_silent(dir: &Path, name: &str, make: impl Fn(u16) -> Command) -> (Proc, SocketAddr) {
+        let mut last = String::new();
+        for attempt in 1..=2 {
+            let port = free_port();
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            let log = format!("{name}-{attempt}");
+            let mut cmd = make(port);
+            cmd.env("NO_COLOR", "1")
+                .stdin(Stdio::null())
+                .stdout(std::fs::File::create(dir.join(format!("{log}.out"))).expect("log file"))
+                .stderr(std::fs::File::create(dir.join(format!("{log}.err"))).expect("log file"));
+            let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
+            let mut p = Proc {
+                child,
+                name: name.to_string(),
+                stdout: dir.join(format!("{log}.out")),
+                stderr: dir.join(format!("{log}.err")),
+            };
+            if wait_coap(addr, START_LIMIT) && matches!(p.child.try_wait(), Ok(None)) {
+                return (p, addr);
+            }
+            last = format!("attempt {attempt}: {cmd:?}\n{}", p.logs());
+        }
+        panic!("{name} did not start answering CoAP on 127.0.0.1 (tried twice)\n{last}");
+    }
+
     /// What the process printed so far.
     pub fn logs(&self) -> String {
         let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
