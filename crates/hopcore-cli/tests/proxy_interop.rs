@@ -23,6 +23,9 @@
 //!   forwarding, before Step 6, decryption). A CF-4 request (only the end-to-end layer, whose kid
 //!   the proxy does not know) gets an unprotected 4.01 "Security context not found" from it. So
 //!   CF-4 runs through a second aiocoap-proxy without credentials; the 4.01 is asserted.
+//! - aiocoap-proxy rejects relayed responses that carry Max-Age: hopcore's unprotected OSCORE
+//!   errors (Max-Age 0, RFC 8613 §8.2) reach the client as the proxy's 4.02 "Unsafe options in
+//!   request: MAX_AGE" (asserted, with a hopcore origin and a wrong key).
 //! - The reverse route must be the catch-all `path = "/"`: the path of an end-to-end protected
 //!   request is encrypted (Class E), and aiocoap-client sends no Uri-Host for an IP literal,
 //!   so the proxy sees no Uri-* option at all.
@@ -162,6 +165,19 @@ fn hopcore_client_cf4_and_cf5_through_aiocoap_proxy() {
     assert!(o.status.success() && out(&o).contains(payload), "{}", show(&what, &o));
     let (what, o) = get(&cf5, with_creds, "get", "/large", &[]);
     assert!(o.status.success() && out(&o).trim_end().ends_with(&LARGE_PATTERN.repeat(64)), "{}", show(&what, &o));
+
+    // Peer deviation: aiocoap-proxy turns a relayed response with Max-Age into its own 4.02.
+    // hopcore's unprotected OSCORE errors carry Max-Age 0 (RFC 8613 §8.2), e.g. for a wrong key.
+    let hop_creds = write(&dir.join("hopcore-origin.toml"), &entry("peer = \":client\"", "02", "01", C_S));
+    let (_hs, hs) = hopcore_server(dir, "hopcore-origin", &hop_creds, &[]);
+    let wrong = "0102030405060708090a0b0c0d0e0f99";
+    let wrong = write(&dir.join("client-wrong.toml"), &entry(&format!("uri = \"coap://{hs}/*\""), "01", "02", wrong));
+    let (uri, via) = (format!("coap://{hs}/hello"), format!("coap://{plain}"));
+    let args = ["get", "--timeout", "15", "--credentials", &wrong, "--state-dir", path_str(&state)];
+    let args: Vec<&str> = args.into_iter().chain(["--proxy", &via, "--proxy-scheme", &uri]).collect();
+    let o = hopcore(&args);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&args.join(" "), &o));
+    assert!(err(&o).contains("unprotected 4.02") && err(&o).contains("MAX_AGE"), "{}", show(&args.join(" "), &o));
 
     println!("proxy_interop (a): CF-4 and CF-5 through aiocoap-proxy in {:.1} s", t0.elapsed().as_secs_f64());
 }
