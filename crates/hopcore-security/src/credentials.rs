@@ -35,7 +35,20 @@
 //! replay_window = 32                # optional: 1..=128
 //! persist_key = "gateway-1"         # optional: key of the durable state (default: derived
 //!                                   # from id_context, sender_id and recipient_id)
+//! rederive = true                   # optional, default false: may be re-derived with
+//!                                   # RFC 8613 App. B.2 (random ID Contexts R1, R2, R3)
 //! ```
+//!
+//! `rederive = true` marks a context whose peer runs RFC 8613 Appendix B.2 too (see
+//! [`crate::rederive`]). A server then answers a request that names the context's Recipient ID
+//! with a 'kid context' it does not know (request #1 or #2 of B.2) with the procedure instead
+//! of 4.01 "Security context not found", and starts it itself when the context's sequence
+//! numbers are exhausted, its replay window was lost, or the client still uses the
+//! preestablished context after an earlier run; a client completes a run the server starts
+//! and may start one itself (`hopcore get --rederive`). The re-derived context replaces the
+//! preestablished one in the store only for the life of the process: it has no durable state
+//! (its keys come from fresh random ID Contexts), and after a restart the preestablished
+//! context from this file is used again.
 //!
 //! Unknown keys are errors (a typo must not silently drop a setting). URI patterns use `*` as
 //! a wildcard for any run of characters and must match the whole URI; when several match,
@@ -124,6 +137,9 @@ pub struct CredentialEntry {
     pub initial_replay: InitialReplay,
     /// The aiocoap context directory, if the entry came from one.
     pub basedir: Option<PathBuf>,
+    /// Whether the context may be re-derived with RFC 8613 App. B.2 (TOML `rederive = true`;
+    /// always false for aiocoap JSON, which has no such setting).
+    pub rederive: bool,
 }
 
 impl CredentialEntry {
@@ -265,6 +281,7 @@ impl Credentials {
             let meta = ContextMeta { label: label.clone(), persist_key: Some(entry.persist_key()) };
             let id = store.add(ctx, meta).map_err(|e| fail(ErrorKind::Store(e)))?;
             store.set_params(id, params).map_err(|e| fail(ErrorKind::Store(e)))?;
+            store.set_rederive(id, entry.rederive).map_err(|e| fail(ErrorKind::Store(e)))?;
             for uri in &entry.uris {
                 index.uris.push((uri.clone(), id));
             }

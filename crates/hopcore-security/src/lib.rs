@@ -83,6 +83,7 @@
 //! hkdf = "sha256"                           # optional, sha256 | sha512
 //! replay_window = 32                        # optional, 1..=128
 //! persist_key = "..."                       # optional
+//! rederive = true                           # optional: may run RFC 8613 App. B.2
 //! ```
 //!
 //! and aiocoap JSON (`{"coap://host/*": {"oscore": {"basedir": "dir/"}}, ":label": ...}`) with

@@ -621,6 +621,48 @@ impl Responder {
     }
 }
 
+/// A set of security contexts that can take part in App. B.2: what an endpoint running the
+/// procedure needs besides [`SecurityContexts`](hopcore_layers::SecurityContexts), implemented
+/// by [`ContextStore`](crate::ContextStore).
+pub trait RederiveContexts: hopcore_layers::SecurityContexts {
+    /// The preestablished input parameters of `id` if it may be re-derived (credentials
+    /// `rederive = true` and parameters attached); `None` otherwise.
+    fn rederive_params(&self, id: Self::Id) -> Option<&ContextParams>;
+
+    /// Every context whose Recipient ID is `kid`, whatever its ID Context (RFC 8613 §8.2
+    /// step 2 without the 'kid context').
+    fn recipients(&self, kid: &[u8]) -> Vec<Self::Id>;
+
+    /// The current context of `id`, for reading.
+    fn current(&self, id: Self::Id) -> Option<&SecurityContext>;
+
+    /// Swaps in the new context of a completed run (steps 4 and 5: "This security context
+    /// replaces the previous security context"). Called only after the run succeeded.
+    fn install_rederived(&mut self, id: Self::Id, ctx: SecurityContext) -> Result<(), String>;
+}
+
+impl RederiveContexts for crate::ContextStore {
+    fn rederive_params(&self, id: crate::ContextId) -> Option<&ContextParams> {
+        if self.rederive_allowed(id) {
+            self.params(id)
+        } else {
+            None
+        }
+    }
+
+    fn recipients(&self, kid: &[u8]) -> Vec<crate::ContextId> {
+        self.lookup_recipient_all(kid, None)
+    }
+
+    fn current(&self, id: crate::ContextId) -> Option<&SecurityContext> {
+        self.get(id)
+    }
+
+    fn install_rederived(&mut self, id: crate::ContextId, ctx: SecurityContext) -> Result<(), String> {
+        self.replace(id, ctx).map(drop).map_err(|e| e.to_string())
+    }
+}
+
 /// The message with the kid context removed from its OSCORE option, so that the message layer
 /// looks the context up by kid only (the kid context may be CBOR-wrapped, which the layer would
 /// not recognize as the ID Context). Not part of the AAD (RFC 8613 §5.4).

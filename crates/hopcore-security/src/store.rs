@@ -252,6 +252,8 @@ struct Entry {
     durable: bool,
     /// Input parameters kept for re-derivation (RFC 8613 App. B.2), if the owner attached them.
     params: Option<ContextParams>,
+    /// Whether this context may take part in App. B.2 (credentials `rederive = true`).
+    rederive: bool,
 }
 
 /// The security contexts of an endpoint: lookup by 'kid' (RFC 8613 §8.2 step 2), durable
@@ -394,7 +396,7 @@ impl ContextStore {
             }
         };
         self.by_recipient.entry(ctx.recipient_id().to_vec()).or_default().push(index);
-        self.entries.push(Some(Entry { ctx, meta, durable, params: None }));
+        self.entries.push(Some(Entry { ctx, meta, durable, params: None, rederive: false }));
         Ok(ContextId(index))
     }
 
@@ -458,6 +460,20 @@ impl ContextStore {
     /// The input parameters attached to `id`, if any.
     pub fn params(&self, id: ContextId) -> Option<&ContextParams> {
         self.entry(id).and_then(|e| e.params.as_ref())
+    }
+
+    /// Marks whether context `id` may be re-derived with RFC 8613 App. B.2 (the credentials
+    /// flag `rederive = true`): a server then answers requests for it that it cannot place
+    /// with the B.2 procedure, and a client completes a B.2 run the server starts. Needs the
+    /// parameters attached ([`set_params`](Self::set_params)) to have any effect.
+    pub fn set_rederive(&mut self, id: ContextId, allowed: bool) -> Result<(), StoreError> {
+        self.entry_mut(id)?.rederive = allowed;
+        Ok(())
+    }
+
+    /// Whether context `id` may be re-derived (App. B.2); false for unknown handles.
+    pub fn rederive_allowed(&self, id: ContextId) -> bool {
+        self.entry(id).is_some_and(|e| e.rederive)
     }
 
     /// The context whose Recipient ID is `kid` (RFC 8613 §8.2 step 2).

@@ -335,6 +335,8 @@ fn load_dir(dir: &Path, key: &str) -> Result<CredentialEntry, CredentialsError> 
         initial_sequence,
         initial_replay,
         basedir: Some(dir.to_path_buf()),
+        // aiocoap has no App. B.2 setting.
+        rederive: false,
     })
 }
 

@@ -15,7 +15,7 @@ use super::{
 use crate::params::{aead_from_name, aead_from_number, hkdf_from_name, ContextParams};
 
 const TOP_KEYS: [&str; 2] = ["state_dir", "context"];
-const CONTEXT_KEYS: [&str; 11] = [
+const CONTEXT_KEYS: [&str; 12] = [
     "uri",
     "peer",
     "sender_id",
@@ -27,6 +27,7 @@ const CONTEXT_KEYS: [&str; 11] = [
     "hkdf",
     "replay_window",
     "persist_key",
+    "rederive",
 ];
 
 pub(super) fn parse(path: &Path, base: &Path, text: &str) -> Result<Credentials, CredentialsError> {
@@ -131,6 +132,12 @@ fn parse_context(t: &Table, name: &str) -> Result<CredentialEntry, ErrorKind> {
         Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
         Some(_) => return Err(bad("persist_key", "expected a non-empty string")),
     };
+    // RFC 8613 App. B.2: whether this context may be re-derived (default: no).
+    let rederive = match t.get("rederive") {
+        None => false,
+        Some(Value::Boolean(b)) => *b,
+        Some(_) => return Err(bad("rederive", "expected true or false")),
+    };
     Ok(CredentialEntry {
         name: name.to_string(),
         params,
@@ -140,6 +147,7 @@ fn parse_context(t: &Table, name: &str) -> Result<CredentialEntry, ErrorKind> {
         initial_sequence: 0,
         initial_replay: InitialReplay::Fresh,
         basedir: None,
+        rederive,
     })
 }
 
@@ -177,5 +185,40 @@ fn strings(t: &Table, key: &str) -> Result<Vec<String>, ErrorKind> {
             })
             .collect(),
         Some(_) => Err(bad(key, reason)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONTEXT: &str = "[[context]]\npeer = \":c\"\nsender_id = \"hex:01\"\nrecipient_id = \"hex:\"\n\
+                           master_secret = \"hex:0102030405060708090a0b0c0d0e0f10\"\n";
+
+    fn load(extra: &str) -> Result<Credentials, CredentialsError> {
+        parse(Path::new("c.toml"), Path::new(""), &format!("{CONTEXT}{extra}"))
+    }
+
+    #[test]
+    fn rederive_flag_defaults_to_false() {
+        assert!(!load("").unwrap().entries()[0].rederive);
+        assert!(load("rederive = true\n").unwrap().entries()[0].rederive);
+        assert!(!load("rederive = false\n").unwrap().entries()[0].rederive);
+        let err = load("rederive = \"yes\"\n").unwrap_err().to_string();
+        assert!(err.contains("rederive: expected true or false"), "{err}");
+    }
+
+    #[test]
+    fn rederive_flag_reaches_the_store() {
+        let creds = load("rederive = true\n").unwrap();
+        let (store, index) = creds.into_store(None).unwrap();
+        let id = index.for_peer(":c").unwrap();
+        assert!(store.rederive_allowed(id));
+        assert!(store.params(id).is_some());
+        use crate::rederive::RederiveContexts;
+        assert!(store.rederive_params(id).is_some());
+        let (store, index) = load("").unwrap().into_store(None).unwrap();
+        let id = index.for_peer(":c").unwrap();
+        assert!(!store.rederive_allowed(id) && store.rederive_params(id).is_none());
     }
 }
