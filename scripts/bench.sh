@@ -172,6 +172,8 @@ P_HOP_OSC=$((PORT + 11))     # hopcore proxy --credentials (an OSCORE endpoint: 
 P_LIBCOAP=$((PORT + 20))
 P_AIO=$((PORT + 21))
 P_ON1=$((PORT + 30)) P_ON2=$((PORT + 31)) P_ON3=$((PORT + 32))
+P_FLOOR=$((PORT + 40))       # hopcore-bench relay to the plain origin
+P_FLOOR_OSC=$((PORT + 41))   # hopcore-bench relay to the OSCORE origin
 L=127.0.0.1
 
 C="$RUN/creds"
@@ -185,6 +187,8 @@ mkdir -p "$C"
     entry "uri = \"coap://$L:$P_ORIGIN_OSC/*\"" d4 04 "$SEC_PS"
 } >"$C/proxy.toml"
 entry "uri = \"coap://$L:$P_ORIGIN_OSC/*\"" 01 02 "$SEC_CS" >"$C/client-e2e.toml"
+# The same end-to-end context, addressed through the floor relay's port.
+entry "uri = [\"coap://$L:$P_ORIGIN_OSC/*\", \"coap://$L:$P_FLOOR_OSC/*\"]" 01 02 "$SEC_CS" >"$C/client-floor.toml"
 {
     entry "uri = \"coap://$L:$P_ORIGIN_OSC/*\"" 01 02 "$SEC_CS"
     entry "uri = \"coap://$L:$P_HOP_OSC/*\"" 20 0a "$SEC_CP"
@@ -218,6 +222,10 @@ start libcoap-proxy coap-server-notls -A "$L" -p "$P_LIBCOAP" -P ',proxy.invalid
 PID_LIBCOAP=$LAST_PID
 start aiocoap-proxy "$AIOPROXY" --forward --bind "$L:$P_AIO"
 PID_AIO=$LAST_PID
+start floor "$GEN" relay --bind "$L:$P_FLOOR" --upstream "$L:$P_ORIGIN"
+PID_FLOOR=$LAST_PID
+start floor-oscore "$GEN" relay --bind "$L:$P_FLOOR_OSC" --upstream "$L:$P_ORIGIN_OSC"
+PID_FLOOR_OSC=$LAST_PID
 PID_ON=()
 for i in 1 2 3; do
     port_var="P_ON$i"
@@ -229,6 +237,7 @@ done
 ready "coap://$L:$P_ORIGIN/hello"
 ready "coap://$L:$P_ORIGIN_OSC/hello"
 ready "coap://$L:$P_LIBCOAP_ORIGIN/"
+ready "coap://$L:$P_FLOOR/hello"
 ready "coap://$L:$P_ORIGIN/hello" --proxy "coap://$L:$P_HOP"
 ready "coap://$L:$P_ORIGIN/hello" --proxy "coap://$L:$P_HOP_OSC"
 ready "coap://$L:$P_ORIGIN/hello" --proxy "coap://$L:$P_LIBCOAP"
@@ -277,6 +286,10 @@ for round in $(seq "$ROUNDS"); do
         --watch-pid "proxy=$PID_LIBCOAP" --watch-pid "$W_O"
     row "proxy CF-0" "aiocoap 0.4.17" --target "$O" --proxy "coap://$L:$P_AIO" --proxy-scheme \
         --requests "$AIO_REQUESTS" --watch-pid "proxy=$PID_AIO" --watch-pid "$W_O"
+    # The floor: the relay forwards the datagrams as they are (the generator addresses it as the
+    # origin), so the origin sees the same requests.
+    row "proxy CF-0" "floor (bare UDP relay)" --target "coap://$L:$P_FLOOR/hello" --requests "$REQUESTS" \
+        --watch-pid "proxy=$PID_FLOOR" --watch-pid "$W_O"
 
     # CF-4: end-to-end OSCORE through a proxy that only forwards.
     CS=(--target "$OO" --credentials "$C/client-e2e.toml" --state-dir "$RUN/state-client")
@@ -286,6 +299,9 @@ for round in $(seq "$ROUNDS"); do
         --watch-pid "proxy=$PID_LIBCOAP" --watch-pid "$W_OO"
     row "proxy CF-4" "aiocoap 0.4.17" "${CS[@]}" --proxy "coap://$L:$P_AIO" --proxy-scheme \
         --requests "$AIO_REQUESTS" --watch-pid "proxy=$PID_AIO" --watch-pid "$W_OO"
+    row "proxy CF-4" "floor (bare UDP relay)" --target "coap://$L:$P_FLOOR_OSC/hello" \
+        --credentials "$C/client-floor.toml" --state-dir "$RUN/state-client" --requests "$REQUESTS" \
+        --watch-pid "proxy=$PID_FLOOR_OSC" --watch-pid "$W_OO"
 
     # CF-7: OSCORE on each leg (C-P, P-S) plus end to end; no peer does this.
     row "proxy CF-7" "hopcore" --target "$OO" --credentials "$C/client-cf7.toml" --state-dir "$RUN/state-client" \

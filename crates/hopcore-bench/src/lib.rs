@@ -14,4 +14,6 @@ pub mod load;
 pub mod memory;
 pub mod micro_report;
 pub mod procfs;
+pub mod profile;
+pub mod relay;
 pub mod report;

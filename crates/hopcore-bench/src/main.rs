@@ -5,7 +5,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use hopcore_bench::{load, memory, report};
+use hopcore_bench::{load, memory, profile, relay, report};
 
 #[derive(Debug, Parser)]
 #[command(name = "hopcore-bench", version, about = "hopcore load generator, memory figures and benchmark report")]
@@ -23,6 +23,10 @@ enum Command {
     Memory(memory::MemoryArgs),
     /// Writes OUT.md and OUT.svg from a run's raw files.
     Report(report::ReportArgs),
+    /// A bare UDP relay (one recv and one send per datagram): the floor for a proxy.
+    Relay(relay::RelayArgs),
+    /// One OSCORE layer's exchanges in a loop, for callgrind / perf.
+    OscoreLoop(profile::LoopArgs),
 }
 
 fn append_json(path: &std::path::Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
@@ -45,6 +49,8 @@ fn main() -> ExitCode {
             None => Ok(()),
         }),
         Some(Command::Report(args)) => report::run(&args),
+        Some(Command::Relay(args)) => relay::run(&args),
+        Some(Command::OscoreLoop(args)) => profile::run(&args),
         None => load::run(cli.load.clone()).and_then(|r| {
             load::print(&r);
             match &cli.load.json {

@@ -130,6 +130,11 @@ fn is_hopcore(r: &Row) -> bool {
     r.implementation.starts_with("hopcore")
 }
 
+/// Reference rows that are not implementations (the bare UDP relay): never a "peer".
+fn is_floor(r: &Row) -> bool {
+    r.implementation.starts_with("floor")
+}
+
 /// Scenarios in first-seen order with their rows.
 fn by_scenario(rows: &[Row]) -> Vec<(String, Vec<&Row>)> {
     let mut order: Vec<String> = Vec::new();
@@ -146,7 +151,8 @@ fn by_scenario(rows: &[Row]) -> Vec<(String, Vec<&Row>)> {
 /// The best peer of a scenario: lowest proxy CPU per request (or, without a proxy, highest
 /// throughput), among the rows that completed requests without failing most of them.
 fn best_peer<'a>(rows: &[&'a Row]) -> (Option<&'a Row>, Option<&'a Row>) {
-    let peers: Vec<&Row> = rows.iter().copied().filter(|r| !is_hopcore(r) && r.ok > 0 && r.failures <= r.ok).collect();
+    let peers: Vec<&Row> =
+        rows.iter().copied().filter(|r| !is_hopcore(r) && !is_floor(r) && r.ok > 0 && r.failures <= r.ok).collect();
     let cpu = peers
         .iter()
         .copied()
@@ -188,7 +194,9 @@ pub fn markdown(rows: &[Row], micro: Option<&Value>, memory: Option<&Value>, env
         "The figure to compare is the proxy's own CPU time (utime+stime from /proc) per relayed request; \
          ratios are hopcore / best peer in the same run (CPU: lower is better; req/s: higher is better). \
          With several rounds, each row is the round with the median proxy CPU (the range over the rounds \
-         in parentheses).\n"
+         in parentheses). `floor (bare UDP relay)` is `hopcore-bench relay`: one recv and one send per \
+         datagram, no CoAP, one thread: what the kernel's loopback UDP path alone costs a proxy that \
+         handles each datagram with its own system calls; it is never a peer.\n"
     );
     let _ = writeln!(
         md,
@@ -341,11 +349,16 @@ pub fn markdown(rows: &[Row], micro: Option<&Value>, memory: Option<&Value>, env
     md
 }
 
-const COLORS: [(&str, &str); 4] =
-    [("hopcore", "#d9480f"), ("libcoap", "#1c7ed6"), ("aiocoap", "#2f9e44"), ("other", "#868e96")];
+const COLORS: [(&str, &str); 5] = [
+    ("hopcore", "#d9480f"),
+    ("libcoap", "#1c7ed6"),
+    ("aiocoap", "#2f9e44"),
+    ("floor", "#adb5bd"),
+    ("other", "#868e96"),
+];
 
 fn color(implementation: &str) -> &'static str {
-    COLORS.iter().find(|(k, _)| implementation.starts_with(k)).map_or(COLORS[3].1, |(_, c)| c)
+    COLORS.iter().find(|(k, _)| implementation.starts_with(k)).map_or(COLORS[4].1, |(_, c)| c)
 }
 
 fn esc(t: &str) -> String {
@@ -458,7 +471,7 @@ pub fn svg(rows: &[Row], subtitle: &str) -> String {
     let y =
         chart(&mut body, y, "Proxy CPU per relayed request (µs, log scale, lower is better)", &cpu, true, "µs/request");
     let mut legend_x = 70.0;
-    for (name, c) in COLORS.iter().take(3) {
+    for (name, c) in COLORS.iter().take(4) {
         let _ = writeln!(
             body,
             r#"<rect x="{legend_x}" y="{y:.1}" width="12" height="12" fill="{c}"/><text x="{:.1}" y="{:.1}" font-size="11">{name}</text>"#,
