@@ -68,6 +68,9 @@ pub struct ProxyConfig {
     /// of a request from that source. The most specific matching prefix wins; a source that
     /// matches no rule may use every client context.
     pub sources: Vec<SourceRule>,
+    /// Forward-proxy requests go to this proxy instead of to their origin (CP's "With Two
+    /// Forward-Proxies"), still carrying the proxy options; reverse routes are unaffected.
+    pub upstream_proxy: Option<UpstreamProxy>,
 }
 
 impl Default for ProxyConfig {
@@ -83,7 +86,53 @@ impl Default for ProxyConfig {
             max_layers: DEFAULT_MAX_LAYERS,
             allow: Vec::new(),
             sources: Vec::new(),
+            upstream_proxy: None,
         }
+    }
+}
+
+/// The next proxy of a chain (`upstream_proxy = "coap://host:port"`): forward-proxy requests
+/// are sent to it with Proxy-Scheme, Uri-Host and Uri-Port naming their origin (RFC 7252
+/// §5.10.2), and protected with the context of a credentials `uri` entry matching this URI, if
+/// any (the P1-P2 layer of CP's "With Two Forward-Proxies").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamProxy {
+    /// As configured, e.g. "coap://127.0.0.1:5690".
+    pub uri: String,
+    /// Where the requests go.
+    pub target: Target,
+}
+
+impl UpstreamProxy {
+    /// A validated upstream proxy URI: scheme "coap", a port other than 0, no path or query.
+    pub fn new(uri: &str) -> Result<UpstreamProxy, String> {
+        let parsed = CoapUri::parse(uri).map_err(|e| e.to_string())?;
+        if parsed.scheme != "coap" {
+            return Err(format!("scheme {:?} is not supported (only \"coap\")", parsed.scheme));
+        }
+        if parsed.path.iter().any(|s| !s.is_empty()) || !parsed.query.is_empty() {
+            return Err("a proxy URI has no path or query".into());
+        }
+        let port = parsed.port_or_default();
+        if port == 0 {
+            return Err("port 0".into());
+        }
+        let host = match parsed.ip() {
+            Some(ip) => Host::Ip(ip),
+            None => Host::Name(Arc::from(parsed.host.as_str())),
+        };
+        Ok(UpstreamProxy { uri: uri.to_string(), target: Target { scheme: Scheme::Coap, host, port } })
+    }
+
+    /// The forms of this proxy's URI that credentials `uri` patterns are matched against:
+    /// `coap://host:port/`, and `coap://host/` for the default port.
+    pub fn uri_forms(&self) -> Vec<String> {
+        let t = &self.target;
+        let mut forms = vec![format!("{t}/")];
+        if t.port == t.scheme.default_port() {
+            forms.push(format!("{}://{}/", t.scheme.as_str(), t.host));
+        }
+        forms
     }
 }
 
@@ -244,6 +293,8 @@ pub enum ConfigError {
     /// `index` counts the `[[source]]` tables from 1.
     #[error("source rule #{index}: {reason}")]
     Source { index: usize, reason: String },
+    #[error("upstream_proxy = {uri:?}: {reason}")]
+    UpstreamProxy { uri: String, reason: String },
 }
 
 impl Route {
@@ -308,6 +359,8 @@ struct RawConfig {
     allow: Vec<RawAllow>,
     #[serde(default, rename = "source")]
     sources: Vec<RawSource>,
+    #[serde(default)]
+    upstream_proxy: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -421,6 +474,12 @@ impl TryFrom<RawConfig> for ProxyConfig {
             }
             sources.push(SourceRule { from, contexts: s.contexts });
         }
+        let upstream_proxy = match raw.upstream_proxy {
+            None => None,
+            Some(uri) => Some(
+                UpstreamProxy::new(&uri).map_err(|reason| ConfigError::UpstreamProxy { uri: uri.clone(), reason })?,
+            ),
+        };
         Ok(ProxyConfig {
             forward: raw.forward,
             hop_limit,
@@ -432,6 +491,7 @@ impl TryFrom<RawConfig> for ProxyConfig {
             max_layers,
             allow,
             sources,
+            upstream_proxy,
         })
     }
 }
@@ -515,6 +575,32 @@ mod tests {
         assert_eq!(cfg.contexts_for_source(ip("::1")), Some(&[":client1".to_string()][..]));
         assert_eq!(cfg.contexts_for_source(ip("10.2.0.1")), None);
         assert_eq!(ProxyConfig::from_toml_str(include_str!("../proxy.example.toml")).unwrap().max_layers, 8);
+        let up = cfg.upstream_proxy.expect("the upstream_proxy example");
+        assert_eq!(up.target.to_string(), "coap://127.0.0.1:5690");
+        assert_eq!(up.uri_forms(), vec!["coap://127.0.0.1:5690/"]);
+        assert!(ProxyConfig::from_toml_str(include_str!("../proxy.example.toml")).unwrap().upstream_proxy.is_none());
+    }
+
+    #[test]
+    fn upstream_proxy_uris() {
+        let p = |u: &str| ProxyConfig::from_toml_str(&format!("upstream_proxy = {u:?}")).map(|c| c.upstream_proxy);
+        let up = p("coap://P2.example/").unwrap().unwrap();
+        assert!(matches!(up.target.host, Host::Name(ref n) if &**n == "p2.example"));
+        assert_eq!(up.uri_forms(), vec!["coap://p2.example:5683/", "coap://p2.example/"]);
+        let up = p("coap://[::1]:61616").unwrap().unwrap();
+        assert_eq!((up.target.host, up.target.port), (Host::Ip("::1".parse().unwrap()), 61616));
+        for (bad, why) in [
+            ("coaps://h", "not supported"),
+            ("coap://h/path", "no path or query"),
+            ("coap://h?q", "no path or query"),
+            ("coap://h:0", "port 0"),
+            ("h:5683", ""),
+        ] {
+            let e = p(bad).unwrap_err();
+            assert!(matches!(e, ConfigError::UpstreamProxy { .. }) && e.to_string().contains(why), "{bad}: {e}");
+        }
+        assert!(p("").unwrap_err().to_string().starts_with("upstream_proxy = \"\""));
+        assert!(ProxyConfig::from_toml_str("").unwrap().upstream_proxy.is_none());
     }
 
     #[test]

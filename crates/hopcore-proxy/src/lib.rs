@@ -11,7 +11,9 @@
 //! layer, protects requests with the context it shares with the next hop (CP §2.3) and gives
 //! every response the removed layers back (CP §2.5), for all of seed 001's configurations
 //! CF-0 … CF-7, as forward and as reverse proxy; with `[[allow]]` rules by OSCORE identity
-//! (CP §2.4 Step 4) and per-source context lists (CP §2.4.1).
+//! (CP §2.4 Step 4) and per-source context lists (CP §2.4.1). With `upstream_proxy` it sends
+//! forward-proxy requests on to another proxy (CP's "With Two Forward-Proxies"), with the
+//! layer it shares with that proxy if it has one.
 //!
 //! - [`mod@decide`]: the per-request decision, [`decide()`], a pure function (sans-I/O).
 //! - [`relay`]: shaping upstream responses for the client, pure as well.
@@ -39,7 +41,9 @@ pub mod proxy;
 pub mod relay;
 pub mod security;
 
-pub use config::{AllowClient, AllowRule, ConfigError, IpPrefix, ProxyConfig, Route, RouteError, SourceRule};
+pub use config::{
+    AllowClient, AllowRule, ConfigError, IpPrefix, ProxyConfig, Route, RouteError, SourceRule, UpstreamProxy,
+};
 pub use decide::{decide, Decision, Host, Local, ObserveIntent, Reject, Scheme, Target, Upstream};
 pub use proxy::{serve, BoundProxy, Exchange, Proxy, Upstreams};
 pub use security::{ProxySecurity, SecurityConfigError};

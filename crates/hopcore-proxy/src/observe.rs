@@ -180,7 +180,7 @@ impl Relay {
     }
 
     fn register(&mut self, reg: Box<Job>) {
-        let Job { asker, upstream, route, next_hop } = *reg;
+        let Job { asker, upstream, route, next_hop, via } = *reg;
         let id = (asker.handle.peer, asker.handle.token);
         let exclusive = if upstream.request.options.contains(num::OSCORE) {
             self.exclusive += 1;
@@ -203,7 +203,7 @@ impl Relay {
         }
         let obs_id = match self.by_key.get(&key) {
             Some(&i) => i,
-            None => self.start(key, upstream, route, next_hop),
+            None => self.start(key, upstream, route, next_hop, via),
         };
         self.by_client.insert(id, obs_id);
         let seq = self.next_seq();
@@ -233,7 +233,14 @@ impl Relay {
     }
 
     /// Starts an upstream observation.
-    fn start(&mut self, key: ObsKey, up: Upstream, route: Option<usize>, next_hop: Option<ContextId>) -> u64 {
+    fn start(
+        &mut self,
+        key: ObsKey,
+        up: Upstream,
+        route: Option<usize>,
+        next_hop: Option<ContextId>,
+        via: Option<Target>,
+    ) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
         let (stop, stop_rx) = oneshot::channel();
@@ -243,7 +250,8 @@ impl Relay {
             _ => Vec::new(),
         };
         debug!(%uri, layers_out = ?layers_out, "upstream observation starts");
-        let upstream = UpstreamObservation { target: up.target, request: up.request, next_hop };
+        // Sent to the upstream proxy, if there is one.
+        let upstream = UpstreamObservation { target: via.unwrap_or(up.target), request: up.request, next_hop };
         tokio::spawn(upstream_task(self.shared.clone(), upstream, id, self.events.clone(), stop_rx));
         self.observations.insert(
             id,

@@ -171,6 +171,8 @@ pub(crate) struct Job {
     pub route: Option<usize>,
     /// The context shared with the next hop (the P-S layer, CP §2.3), if any.
     pub next_hop: Option<ContextId>,
+    /// The upstream proxy the request is sent to instead of `upstream.target`, if any.
+    pub via: Option<Target>,
 }
 
 /// The upstream endpoints: one per address family where the proxy has one for each (a proxy
@@ -468,15 +470,23 @@ fn dispatch(
             return answer(shared, asker, r.to_message(), None);
         }
     };
+    let mut upstream = upstream;
+    // A forward-proxy request goes through the configured upstream proxy, which is then the
+    // next hop (CP's "With Two Forward-Proxies": P1 forwards to P2 by its own configuration).
+    let via = shared.cfg.upstream_proxy.as_ref().filter(|_| route.is_none());
     let mut next_hop = None;
     if let Some(oscore) = &shared.oscore {
-        // CP §2.4 Step 4.
+        // CP §2.4 Step 4: the destination is the origin, whichever way the request goes.
         if check_allow && !authorized(&shared.cfg, &asker.layers.labels(), &upstream) {
             let r = Reject::new(Code::UNAUTHORIZED, "not authorized to forward to this destination");
             return answer(shared, asker, r.to_message(), None);
         }
-        // CP §2.3: the layer shared with the next hop (CF bit b1).
-        next_hop = oscore.sec.next_hop(&uri_forms(&upstream));
+        // CP §2.3: the layer shared with the next hop (CF bit b1): the origin, or the
+        // upstream proxy.
+        next_hop = match via {
+            Some(p) => oscore.sec.next_hop(&p.uri_forms()),
+            None => oscore.sec.next_hop(&uri_forms(&upstream)),
+        };
         // CP §2.2, last paragraph: every option of a request the proxy protects must be one
         // it recognizes.
         if next_hop.is_some() {
@@ -486,7 +496,10 @@ fn dispatch(
             }
         }
     }
-    let job = Job { asker, upstream, route, next_hop };
+    if via.is_some() {
+        add_proxy_options(&mut upstream);
+    }
+    let job = Job { asker, upstream, route, next_hop, via: via.map(|p| p.target.clone()) };
     match job.upstream.observe {
         ObserveIntent::Register => {
             if let Err(mpsc::error::SendError(ObsCmd::Register(job))) = obs.send(ObsCmd::Register(Box::new(job))) {
@@ -512,6 +525,16 @@ fn dispatch(
         forward(&shared, job).await;
         drop(permit);
     });
+}
+
+/// RFC 7252 §5.10.2 for a request relayed to an upstream proxy: Proxy-Scheme, Uri-Host and
+/// Uri-Port name the origin (Uri-Path and Uri-Query are already there). Uri-Host is always
+/// sent, as the upstream proxy would otherwise take its own address (RFC 7252 §6.5 step 2).
+fn add_proxy_options(up: &mut Upstream) {
+    let opts = &mut up.request.options;
+    opts.set(num::PROXY_SCHEME, up.target.scheme.as_str().as_bytes());
+    opts.set(num::URI_HOST, up.target.host.to_string().as_bytes());
+    opts.set_uint(num::URI_PORT, u32::from(up.target.port));
 }
 
 /// Sends `resp` to the asker, protected with its layers, and records the exchange.
@@ -540,9 +563,11 @@ pub(crate) fn answer(shared: &Shared, mut asker: Asker, resp: Message, target: O
 
 /// Sends one request upstream and relays the response (or 5.04 / 5.02) to the client.
 async fn forward(shared: &Shared, job: Job) {
-    let Job { asker, upstream: up, route, next_hop } = job;
+    let Job { asker, upstream: up, route, next_hop, via } = job;
     let uri = shared.records().then(|| upstream_uri(&up.target, &up.request.options));
     let Upstream { target, request, .. } = up;
+    // Where the request goes: the origin, or the upstream proxy (named in errors then).
+    let target = via.unwrap_or(target);
     let exchange = exchange_upstream(shared, &target, request, next_hop);
     // RFC 7252 §5.7.1: "If the request to the destination times out, then a 5.04 (Gateway
     // Timeout) response MUST be returned."

@@ -343,15 +343,18 @@ pub(crate) enum LegError {
 
 /// CP §2.3 (the proxy as the source of the P-S layer): protects `req` with the context it
 /// shares with the next hop. CP §2.2 with X = the next hop: a relayed OSCORE option of an
-/// end-to-end layer becomes Class E, Uri-Host/Uri-Port stay outer (no Proxy-Scheme), every
-/// other Class U/I option is encrypted.
+/// end-to-end layer becomes Class E, Uri-Host/Uri-Port stay outer without Proxy-Scheme (CP §2.2
+/// Step 7), every other Class U/I option is encrypted. Towards an upstream proxy
+/// (`upstream_proxy`, the P1-P2 layer) the request carries Proxy-Scheme, so Uri-Host and
+/// Uri-Port are encrypted too: that proxy consumes them after removing the layer.
 pub(crate) fn protect_upstream(
     req: &Message,
     store: &mut ContextStore,
     id: ContextId,
 ) -> Result<(Message, ClientStack<ContextId>), LegError> {
     let roles = vec![(num::OSCORE, hopcore_layers::OptionRole::relayed(vec![1]))];
-    let classes = LayerTarget { x: 1, roles, last: 1, has_proxy_scheme: false, registry: Registry::standard() };
+    let has_proxy_scheme = req.options.contains(num::PROXY_SCHEME);
+    let classes = LayerTarget { x: 1, roles, last: 1, has_proxy_scheme, registry: Registry::standard() };
     let label = SecurityContexts::label(&*store, id);
     let ctx = ContextStore::prepare_send(store, id).map_err(|e| LegError::Protect(e.to_string()))?;
     // RFC 8613 §5.1: the ID Context, if any, travels as 'kid context'.
