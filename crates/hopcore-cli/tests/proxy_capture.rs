@@ -193,6 +193,53 @@ fn cf7_exposes_only_the_outer_oscore_option_and_cf4_only_what_the_proxy_needs() 
     );
 }
 
+/// CP's "With Two Forward-Proxies; OSCORE: C-S, C-P1, P1-P2, P2-S" (P1 sends to P2 by its
+/// `upstream_proxy` configuration): every request and response on each of the three legs
+/// carries exactly one option, OSCORE, with that leg's kid in requests: the client's for P1
+/// (20), P1's for P2 (d4), P2's for the origin (77). In particular the proxy options P1 adds
+/// for P2 (Proxy-Scheme, Uri-Host, Uri-Port) travel inside the P1-P2 layer (CP §2.2 Step 7).
+#[test]
+fn two_forward_proxies_expose_only_each_legs_oscore_option() {
+    use proxy_support::chain::{Chain, Origin, C_P1_IDS, C_S_IDS, P1_P2_IDS, P2_S_IDS};
+    let Some(_venv) = gate("proxy_capture (two proxies)") else { return };
+    let work = TempDir::new("proxy-capture-chain");
+    let dir = work.path();
+    let creds = write(&dir.join("server.toml"), &Origin::credentials(C_S_IDS, P2_S_IDS));
+    let (_server, s) = hopcore_server(dir, "server", &creds, &["--require-oscore", "/"]);
+    let chain = Chain::start(dir, &[Origin { addr: s, c_s: C_S_IDS, p2_s: P2_S_IDS }]);
+    let (p1, p2) = (chain.p1.addr.port(), chain.p2.addr.port());
+    let capture = Tcpdump::start(&dir.join("capture.pcap"), &[p1, p2, s.port()]);
+    let (hello, echo) = (format!("coap://{s}/hello"), format!("coap://{s}/echo"));
+    for args in [
+        chain.client_args(&chain.client, "get", &[], &hello),
+        chain.client_args(&chain.client, "post", &["--proxy-scheme", "--payload", SECRET_PAYLOAD], &echo),
+    ] {
+        let o = hopcore(&args);
+        assert!(o.status.success(), "{}", show(&args.join(" "), &o));
+        assert!(err(&o).contains("(2 layers), response verified"), "{}", show(&args.join(" "), &o));
+    }
+    let (seen, _) = capture.stop();
+    wire::tshark_agrees(&dir.join("capture.pcap"), &seen);
+    let all = listing(&seen);
+    for (leg, to, kid) in
+        [("client -> P1", p1, C_P1_IDS.0), ("P1 -> P2", p2, P1_P2_IDS.0), ("P2 -> server", s.port(), P2_S_IDS.0)]
+    {
+        let requests: Vec<&Seen> = seen.iter().filter(|d| d.dst == to && d.coap.is_request()).collect();
+        assert!(requests.len() >= 2, "{leg}: too few requests\n{all}");
+        for d in requests {
+            assert_eq!(d.coap.numbers(), vec![wire::OSCORE], "{leg}: {}\n{all}", d.coap.names());
+            assert_eq!(single_oscore(d).kid.as_deref().map(hex).as_deref(), Some(kid), "{leg}: {d}");
+            assert_no_plaintext(d);
+        }
+        let responses: Vec<&Seen> = seen.iter().filter(|d| d.src == to && d.coap.is_response()).collect();
+        assert!(responses.len() >= 2, "{leg}: too few responses\n{all}");
+        for d in responses {
+            assert_eq!(d.coap.numbers(), vec![wire::OSCORE], "{leg} response: {}\n{all}", d.coap.names());
+            assert_no_plaintext(d);
+        }
+    }
+}
+
 fn state(dir: &std::path::Path, name: &str) -> String {
     dir.join(format!("{name}-state")).to_str().expect("UTF-8 path").to_string()
 }

@@ -5,6 +5,7 @@
 //! that shares no code with hopcore.
 #![allow(dead_code)]
 
+pub mod chain;
 pub mod wire;
 
 use std::io::{BufRead, BufReader, Read};
