@@ -240,6 +240,26 @@ fn two_forward_proxies_expose_only_each_legs_oscore_option() {
     }
 }
 
+/// RFC 7252 §6.4 step 7: "If port does not equal the request's destination UDP port, include
+/// a Uri-Port Option". A direct request to coap://127.0.0.1:PORT/hello is sent to PORT, so it
+/// carries Uri-Path only. (No capture needed: a UDP socket plays the server and never answers.)
+#[test]
+#[ignore = "bug: hopcore get sends a Uri-Port equal to the destination port in direct requests \
+            (hopcore-endpoint client/uri.rs: \"only if not the scheme's default\"), against RFC 7252 §6.4 \
+            step 7; it also makes a request with an end-to-end layer look like a reverse-proxy request \
+            (CP §2.4 Step 3) to an OSCORE-capable proxy"]
+fn direct_request_carries_no_uri_port_for_its_destination_port() {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(10))).expect("timeout");
+    let uri = format!("coap://{}/hello", sock.local_addr().expect("address"));
+    let client = std::thread::spawn(move || hopcore(&["get", "--timeout", "2", &uri]));
+    let mut buf = [0u8; 1500];
+    let (n, _) = sock.recv_from(&mut buf).expect("the client's request");
+    let _ = client.join();
+    let m = wire::decode(&buf[..n]).expect("CoAP");
+    assert_eq!(m.numbers(), vec![wire::URI_PATH], "{m}");
+}
+
 fn state(dir: &std::path::Path, name: &str) -> String {
     dir.join(format!("{name}-state")).to_str().expect("UTF-8 path").to_string()
 }
