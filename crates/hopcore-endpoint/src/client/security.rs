@@ -310,7 +310,17 @@ where
         let mut contexts =
             self.contexts.lock().map_err(|_| SecurityError::Verify("the security context store is unusable".into()))?;
         // RFC 8613 §8.4, CP §2.6: remove the layers outermost first.
-        unprotect_response_layers(response, &mut *contexts, &mut self.stack).map_err(layer_error)
+        // RFC 8613 App. B.2: a response with a 'kid context' is response #1 of a run the server
+        // started; this protector does not take part (see RederiveProtector), so say why the
+        // verification fails.
+        let b2_challenge = response_kid_context(response, KidContextEncoding::default()).is_ok_and(|kc| kc.is_some());
+        unprotect_response_layers(response, &mut *contexts, &mut self.stack).map_err(layer_error).map_err(|e| match e {
+            SecurityError::Verify(reason) if b2_challenge => SecurityError::Verify(format!(
+                "{reason} (the server started a security context re-derivation, RFC 8613 App. B.2; \
+                 the context needs `rederive = true` to take part)"
+            )),
+            e => e,
+        })
     }
 }
 
