@@ -95,6 +95,11 @@ pub struct RequestArgs {
     /// With --credentials: send the request unprotected when no credentials match the URI.
     #[arg(long, requires = "credentials")]
     pub allow_plain: bool,
+    /// With --credentials: first re-derive the security context with RFC 8613 App. B.2
+    /// (request #1 with R1, the server's 4.01 with R2, request #2 with R2 || R3), then send the
+    /// request with the new context. The context needs `rederive = true`.
+    #[arg(long, requires = "credentials", conflicts_with = "proxies")]
+    pub rederive: bool,
 }
 
 #[derive(Args, Debug)]
@@ -218,7 +223,8 @@ async fn run_server(a: ServerArgs) -> anyhow::Result<ExitCode> {
     };
 
     let contexts = std::sync::Arc::new(std::sync::Mutex::new(store));
-    let mut server = OscoreServer::with_shared_contexts(resources, contexts.clone());
+    // RFC 8613 App. B.2 for the contexts with `rederive = true` (no effect on the others).
+    let mut server = OscoreServer::with_shared_contexts(resources, contexts.clone()).with_rederivation();
     for prefix in &required {
         server = server.require_oscore(prefix);
     }

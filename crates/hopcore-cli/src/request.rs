@@ -7,6 +7,11 @@
 //! `--allow-plain`. Through a `--proxy` the protection is end to end (the proxy only forwards,
 //! CF-4 of draft-ietf-core-oscore-capable-proxies): the oscore layer keeps the Proxy-Uri's
 //! scheme and authority Outer and moves its path Inner (RFC 8613 §4.1.3.3).
+//!
+//! A direct request with a context marked `rederive = true` may re-derive it (RFC 8613 App.
+//! B.2): `--rederive` runs the procedure first, with a GET of the target as request #1 and #2,
+//! and a run the server starts is completed transparently. The new context lives for this
+//! process only.
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
@@ -15,6 +20,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use hopcore_codec::{content_format, num, CoapUri, Code, Message, MsgType};
+use hopcore_endpoint::client::security::{RederiveProtector, RederiveStart};
 use hopcore_endpoint::client::{
     build_request, resolve, Client, ClientConfig, ClientError, OscoreProtector, RequestProtector, RouteProtector,
     Target,
@@ -22,7 +28,7 @@ use hopcore_endpoint::client::{
 use hopcore_endpoint::Endpoint;
 use hopcore_layers::{Route, RouteProxy};
 use hopcore_security::credentials::wildcard_match;
-use hopcore_security::Credentials;
+use hopcore_security::{ContextStore, Credentials};
 
 use crate::output;
 use crate::RequestArgs;
@@ -37,6 +43,8 @@ enum Security {
     Plain,
     /// Protected by the nesting engine: one end-to-end layer, or a route through proxies.
     Oscore(Arc<dyn RequestProtector>),
+    /// One end-to-end context that may be re-derived (RFC 8613 App. B.2).
+    Rederive(Arc<RederiveProtector<ContextStore>>),
 }
 
 /// The pattern-matching form of a URI that some credentials entry matches: the normalized
@@ -104,6 +112,17 @@ fn security(args: &RequestArgs, uri: &CoapUri) -> anyhow::Result<Result<Security
     let contexts = Arc::new(Mutex::new(store));
     if proxies.is_empty() {
         let id = origin_context.ok_or_else(|| anyhow!("no OSCORE context for {composed}"))?;
+        let rederivable = contexts.lock().is_ok_and(|c| c.rederive_allowed(id));
+        if args.rederive && !rederivable {
+            return Ok(Err(format!(
+                "--rederive: the context for {composed} may not be re-derived; set `rederive = true` for it in {} \
+                 (RFC 8613 App. B.2, the server needs it too)",
+                path.display()
+            )));
+        }
+        if rederivable {
+            return Ok(Ok(Security::Rederive(Arc::new(RederiveProtector::new(contexts, id)))));
+        }
         // One layer, end to end (RFC 8613).
         return Ok(Ok(Security::Oscore(Arc::new(OscoreProtector::new(contexts, vec![id])))));
     }
@@ -183,6 +202,11 @@ pub async fn prepare(method: Code, args: &RequestArgs) -> anyhow::Result<(std::n
     Ok((peer, msg, uri))
 }
 
+/// Lowercase hex of an identifier (ID Contexts travel in the clear; never used for keys).
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn print_response(m: &Message, verbose: u8) {
     let mut out = std::io::stdout().lock();
     if verbose > 0 {
@@ -228,21 +252,54 @@ pub async fn run(method: Code, args: RequestArgs, verbose: u8) -> anyhow::Result
         Endpoint::bind(bind.parse().context("bind address")?).await.context("cannot open a UDP socket")?;
     let timeout = Duration::from_secs_f64(args.timeout);
     let config = ClientConfig { request_timeout: timeout, ..ClientConfig::default() };
-    let (client, oscore) = match security {
-        Security::Plain => (Client::new(endpoint, config), None),
+    let (client, oscore, rederive) = match security {
+        Security::Plain => (Client::new(endpoint, config), None, None),
         Security::Oscore(p) => {
             let described = p.describe();
-            (Client::with_security(endpoint, config, p), Some(described))
+            (Client::with_security(endpoint, config, p), Some(described), None)
+        }
+        Security::Rederive(p) => {
+            let described = p.describe();
+            (Client::with_security(endpoint, config, p.clone()), Some(described), Some(p))
         }
     };
     if verbose > 0 {
         eprintln!("{method} {uri} via {peer}");
+    }
+    if let (true, Some(protector)) = (args.rederive, &rederive) {
+        // RFC 8613 App. B.2 steps 1-5 with a GET of the target; the server does not act on
+        // request #1 and serves request #2 like any GET.
+        let mut probe = Message::request(Code::GET);
+        probe.mtype = msg.mtype;
+        for n in [num::URI_HOST, num::URI_PORT, num::URI_PATH, num::URI_QUERY] {
+            for v in msg.options.get_all(n) {
+                probe.options.push(n, v);
+            }
+        }
+        match protector.rederive(client.endpoint(), peer, &probe, timeout).await {
+            Ok((run, _)) => {
+                if verbose > 0 {
+                    eprintln!("OSCORE: App. B.2: context re-derived, new ID Context {}", hex(&run.id_context));
+                }
+            }
+            Err(e) => {
+                eprintln!("App. B.2 re-derivation failed; the context is unchanged");
+                return Ok(client_error(&e));
+            }
+        }
     }
     // -v: which context protected the request (its label and kid, never keys) and that the
     // response passed verification (RFC 8613 §8.4): only verified responses get this far.
     let verified = |verbose: u8| {
         if let (true, Some(d)) = (verbose > 0, &oscore) {
             eprintln!("OSCORE: protected with {d}, response verified");
+            if let Some(r) = rederive.as_ref().and_then(|p| p.last_rederivation()) {
+                let by = match r.started_by {
+                    RederiveStart::Client => "this client",
+                    RederiveStart::Server => "the server",
+                };
+                eprintln!("OSCORE: App. B.2 run started by {by}: now ID Context {}", hex(&r.id_context));
+            }
         }
     };
     if args.observe {
