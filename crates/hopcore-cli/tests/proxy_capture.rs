@@ -244,10 +244,6 @@ fn two_forward_proxies_expose_only_each_legs_oscore_option() {
 /// a Uri-Port Option". A direct request to coap://127.0.0.1:PORT/hello is sent to PORT, so it
 /// carries Uri-Path only. (No capture needed: a UDP socket plays the server and never answers.)
 #[test]
-#[ignore = "bug: hopcore get sends a Uri-Port equal to the destination port in direct requests \
-            (hopcore-endpoint client/uri.rs: \"only if not the scheme's default\"), against RFC 7252 §6.4 \
-            step 7; it also makes a request with an end-to-end layer look like a reverse-proxy request \
-            (CP §2.4 Step 3) to an OSCORE-capable proxy"]
 fn direct_request_carries_no_uri_port_for_its_destination_port() {
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
     sock.set_read_timeout(Some(std::time::Duration::from_secs(10))).expect("timeout");

@@ -286,19 +286,12 @@ fn aiocoap_client_end_to_end_through_hopcore_reverse_proxy() {
 /// `--credentials` (a context for some other client). It should relay the end-to-end request
 /// exactly as it does without credentials.
 ///
-/// It does not: aiocoap-client's request carries only the OSCORE option (no Uri-Host for an IP
-/// literal, no Uri-Port for the destination port, the path encrypted), so the nesting engine
-/// (`hopcore_layers::process_request`) finds no "proxy-related options" (CP §2.4 Steps 1, 3),
-/// never asks the proxy's `reverse_route`, goes on to Step 6 and answers 4.01 "Security context
-/// not found" for the end-to-end kid. A hopcore client is not affected only because it sends a
-/// redundant Uri-Port equal to the destination port, which makes the engine ask. Read
-/// literally, CP §2.4 does the same; but the proxy relays this request without credentials, so
-/// whether it is relayed depends on whether the proxy has unrelated contexts.
+/// aiocoap-client's request carries only the OSCORE option (no Uri-Host for an IP literal, no
+/// Uri-Port for the destination port, the path encrypted), so CP §2.4 Step 3 cannot see a
+/// reverse-proxy request; the nesting engine forwards a layer it holds no context for when a
+/// reverse route takes the request (regression test: it used to answer 4.01 "Security context
+/// not found" when the proxy held unrelated contexts).
 #[test]
-#[ignore = "bug: hopcore proxy --credentials with a catch-all reverse route (path = \"/\") answers 4.01 \
-            \"Security context not found\" to an end-to-end OSCORE request without Uri-Host/Uri-Port/Uri-Path \
-            (aiocoap-client); without --credentials it relays it: hopcore-layers process_request consults \
-            HopPolicy::reverse_route only when a Uri-* option is present"]
 fn aiocoap_client_end_to_end_through_oscore_capable_reverse_proxy() {
     let Some(venv) = gate("aiocoap_client_end_to_end_through_oscore_capable_reverse_proxy") else { return };
     let work = TempDir::new("proxy-interop-c2");

@@ -175,18 +175,14 @@ impl CoapUri {
         self.host.parse().ok()
     }
 
-    /// Writes Uri-Host, Uri-Port, Uri-Path and Uri-Query (RFC 7252 §6.4 steps 4-9).
-    /// Uri-Host is omitted for IP literals (step 5) and Uri-Port when it is the scheme's default
-    /// (step 6): the destination address and port carry them.
+    /// Writes the options of a request sent to this URI's own host and port: Uri-Host,
+    /// Uri-Path and Uri-Query (RFC 7252 §6.4 steps 5-9). Uri-Host is omitted for IP literals
+    /// (step 5); Uri-Port never appears, since it would equal the destination port (step 7).
     pub fn write_options(&self, opts: &mut Options) {
         if self.ip().is_none() {
             opts.set(num::URI_HOST, self.host.as_bytes());
         }
-        if let Some(p) = self.port {
-            if Some(p) != default_port(&self.scheme) {
-                opts.set_uint(num::URI_PORT, p as u32);
-            }
-        }
+        opts.remove(num::URI_PORT);
         self.write_path_query(opts);
     }
 
@@ -311,7 +307,8 @@ mod tests {
         let mut o = Options::new();
         u.write_options(&mut o);
         assert!(o.get(num::URI_HOST).is_none(), "IP literal gives no Uri-Host");
-        assert_eq!(o.get_uint(num::URI_PORT), Some(61616));
+        // Step 7: the destination port is the URI's own, so no Uri-Port.
+        assert!(o.get(num::URI_PORT).is_none());
         assert_eq!(u.compose(), "coap://[2001:db8::2:1]:61616/%E2%82%AC?a=1&b%262");
 
         // A trailing slash is an empty last segment; "/" alone is no path.

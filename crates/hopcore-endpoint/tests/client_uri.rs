@@ -28,8 +28,8 @@ fn direct_target_rfc7252_6_4() {
     assert_eq!(
         opts(&m),
         [
+            // §6.4 step 7: the request goes to port 61616, so no Uri-Port.
             o(num::URI_HOST, b"example.com"),
-            (num::URI_PORT, port(61616)),
             o(num::URI_PATH, b"a"),
             o(num::URI_PATH, b"b c"),
             o(num::URI_QUERY, b"x=1"),
@@ -37,13 +37,14 @@ fn direct_target_rfc7252_6_4() {
         ]
     );
 
-    // IP literals give no Uri-Host, the default port no Uri-Port (§6.4 steps 5, 6).
+    // IP literals give no Uri-Host, and the port is the destination's: no Uri-Port (§6.4
+    // steps 5, 7).
     let uri = CoapUri::parse("coap://127.0.0.1:5683/s").unwrap();
     assert_eq!(opts(&build_request(Code::PUT, &uri, Target::Direct)), [o(num::URI_PATH, b"s")]);
     let uri = CoapUri::parse("coap://[::1]/").unwrap();
     assert_eq!(opts(&build_request(Code::GET, &uri, Target::Direct)), []);
     let uri = CoapUri::parse("coap://[2001:db8::1]:1234").unwrap();
-    assert_eq!(opts(&build_request(Code::GET, &uri, Target::Direct)), [(num::URI_PORT, port(1234))]);
+    assert_eq!(opts(&build_request(Code::GET, &uri, Target::Direct)), []);
 }
 
 #[test]

@@ -145,6 +145,13 @@ pub fn process_request<C: SecurityContexts>(
         let classes: NestedClasses = NestedClasses::default();
         let layer = Layer::RFC8613.with_classes(&classes);
         let found = found_context(&req, contexts);
+        // A layer that is not this hop's (no context for its kid) on a request that a reverse
+        // route takes: an end-to-end request through a reverse proxy carries no Uri-* option
+        // at all (the path is encrypted), so CP §2.4 Step 3 could not see it. Layers addressed
+        // to this hop are still removed first (CP's reverse-proxy examples).
+        if found.is_none() && policy.reverse_route(&req) {
+            return authorize(req, layers, policy, ForwardMode::Reverse);
+        }
         let outcome = unprotect_request(&req, |_, _| found.and_then(|id| contexts_context(contexts, id)), &layer);
         match outcome {
             Ok((inner, binding, _info)) => {

@@ -443,3 +443,45 @@ fn own_authority_keeps_the_proxy_uri_path() {
     assert_eq!(got.options.get(num::URI_QUERY), Some(&b"x=1"[..]));
     assert!(!got.options.contains(num::PROXY_URI));
 }
+
+/// A catch-all reverse proxy (a route for every request) forwards an end-to-end-protected
+/// request it holds no context for, although the request shows no Uri-* option; a layer
+/// addressed to the proxy itself is removed first.
+#[test]
+fn reverse_route_for_a_layer_that_is_not_ours() {
+    struct CatchAll;
+    impl HopPolicy for CatchAll {
+        fn reverse_route(&self, _req: &Message) -> bool {
+            true
+        }
+    }
+    // The client's kid towards the origin ("e") is not one the proxy knows.
+    let (c_e2e, _) = pair(1, b"e", b"s");
+    let (c_p, p_c) = pair(2, b"c", b"p");
+    let mut client = ContextList::new();
+    let e2e = client.add(c_e2e, "s");
+    let hop = client.add(c_p, "p");
+    let mut proxy = ContextList::new();
+    proxy.add(p_c, ":client");
+    // Only the end-to-end layer: forwarded as is.
+    let (wire, _) = protect_request_layers(&get("/x"), &mut client, &[e2e], 4).unwrap();
+    let visible: Vec<u16> = wire.options.iter().map(|o| o.number).collect();
+    assert_eq!(visible, vec![num::OSCORE]);
+    match process_request(wire.clone(), &mut proxy, &CatchAll, &Limits::default()) {
+        Incoming::Forward { request, layers, mode } => {
+            assert_eq!(mode, ForwardMode::Reverse);
+            assert!(layers.is_empty());
+            assert_eq!(request, wire);
+        }
+        other => panic!("{other:?}"),
+    }
+    // With the proxy's own layer outside: removed first, then forwarded.
+    let (wire, _) = protect_request_layers(&get("/x"), &mut client, &[e2e, hop], 4).unwrap();
+    match process_request(wire, &mut proxy, &CatchAll, &Limits::default()) {
+        Incoming::Forward { layers, mode, .. } => {
+            assert_eq!(mode, ForwardMode::Reverse);
+            assert_eq!(layers.labels(), vec![":client"]);
+        }
+        other => panic!("{other:?}"),
+    }
+}

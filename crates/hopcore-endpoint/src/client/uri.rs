@@ -10,7 +10,8 @@ use super::ClientError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Target {
     /// Sent to the origin server itself: Uri-Host (only for a host name, not an IP literal),
-    /// Uri-Port (only if not the scheme's default), Uri-Path and Uri-Query (RFC 7252 §6.4).
+    /// Uri-Path and Uri-Query; never Uri-Port, which would equal the destination port
+    /// (RFC 7252 §6.4 step 7).
     #[default]
     Direct,
     /// Sent to a forward proxy with the whole URI in Proxy-Uri (RFC 7252 §5.10.2).
