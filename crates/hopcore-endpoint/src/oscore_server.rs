@@ -266,11 +266,8 @@ impl<C: SecurityContexts> OscoreServer<C> {
         if let Some(hook) = self.rederive.as_mut() {
             let mut contexts = lock(&self.contexts);
             match hook.intercept(&mut *contexts, &message, now) {
-                Intercept::Pass => {
-                    if message.options.contains(num::OSCORE) {
-                        original = Some(message.clone());
-                    }
-                }
+                Intercept::Unrelated => {}
+                Intercept::Pass => original = Some(message.clone()),
                 Intercept::Reply(response) => {
                     debug!(%peer, code = %response.code, "App. B.2 answer");
                     return Some(response);
@@ -460,7 +457,10 @@ impl<C: RederiveContexts + 'static> OscoreServer<C> {
 
 /// What the App. B.2 hook made of a request before the nesting engine sees it.
 enum Intercept<Id> {
-    /// Not a B.2 message for this server: the engine processes it as usual.
+    /// The request names no re-derivable context: the engine processes it as usual.
+    Unrelated,
+    /// Not a B.2 message (yet) for a re-derivable context: the engine processes it, and if
+    /// it fails, [`RederiveHook::after_failure`] has a look.
     Pass,
     /// Answer with this message (response #1, already protected; or an unprotected error).
     Reply(Message),
@@ -552,11 +552,11 @@ fn rederivable<C: RederiveContexts>(contexts: &C, kid: &[u8]) -> Vec<C::Id> {
 impl<C: RederiveContexts> RederiveHook<C> for ServerRederivation<C::Id> {
     fn intercept(&mut self, contexts: &mut C, request: &Message, now: Instant) -> Intercept<C::Id> {
         let Some((kid, kid_context)) = kid_and_context(request) else {
-            return Intercept::Pass;
+            return Intercept::Unrelated;
         };
         let candidates = rederivable(contexts, &kid);
         if candidates.is_empty() {
-            return Intercept::Pass;
+            return Intercept::Unrelated;
         }
         let classes: NestedClasses = NestedClasses::default();
         let layer = Layer::RFC8613.with_classes(&classes);

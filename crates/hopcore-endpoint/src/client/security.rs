@@ -457,7 +457,8 @@ impl<C: RederiveContexts + Send + 'static> RederiveProtector<C> {
     /// serves request #2 normally) goes out as request #1 and, after response #1 verified, as
     /// request #2. When response #2 verifies, the new context (ID Context R2 || R3) replaces
     /// the old one in the store and is used for every later request. Each exchange waits at
-    /// most `timeout`. On failure the store keeps the old context.
+    /// most `timeout`. On failure the store keeps the old context. Requests the client sends
+    /// meanwhile are protected with the current (old) context.
     pub async fn rederive(
         &self,
         endpoint: &Endpoint,
