@@ -282,3 +282,65 @@ fn hopcore_proxy_allow_list() {
     assert!(!r.status.success(), "{}", show(&args, &r));
     assert!(err(&r).contains("\":nobody\""), "{}", show(&args, &r));
 }
+
+/// Onion forwarding through three `hopcore proxy` processes (seed 000 Appendix A): the client
+/// shares a context with every proxy and with the server; each proxy removes exactly its own
+/// layer, learns only its next hop, and adds none; the server sees the client end to end.
+#[test]
+fn onion_route_through_three_proxy_processes() {
+    let work = TempDir::new("proxy-onion");
+    let (_server, addr) = server(work.path());
+    let secrets = [
+        "hex:4142434445464748494a4b4c4d4e4f50",
+        "hex:5152535455565758595a5b5c5d5e5f60",
+        "hex:6162636465666768696a6b6c6d6e6f70",
+    ];
+    let proxies: Vec<Proxy> = (0..3)
+        .map(|k| {
+            let creds = write(
+                &work.path().join(format!("p{}.toml", k + 1)),
+                &entry("peer = \":client\"", &format!("a{k}"), &format!("c{k}"), secrets[k]),
+            );
+            let state = work.path().join(format!("p{}-state", k + 1));
+            Proxy::start(
+                work.path(),
+                &format!("p{}", k + 1),
+                &["--credentials", &creds, "--state-dir", state.to_str().expect("path")],
+            )
+        })
+        .collect();
+    let mut client = entry(&format!("uri = \"coap://{addr}/*\""), "01", "02", C_S);
+    for (k, p) in proxies.iter().enumerate() {
+        client.push_str(&entry(&format!("uri = \"{}/*\"", p.uri()), &format!("c{k}"), &format!("a{k}"), secrets[k]));
+    }
+    let creds = write(&work.path().join("client.toml"), &client);
+    let state = work.path().join("client-state");
+    let mut args: Vec<String> = ["get", "-v", "--timeout", "10", "--credentials", &creds, "--state-dir"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.push(state.to_str().expect("path").to_string());
+    for p in &proxies {
+        args.extend(["--proxy".to_string(), p.uri()]);
+    }
+    args.push(format!("coap://{addr}/hello"));
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = hopcore(&a);
+    assert!(o.status.success(), "{}", shown(&args, &o));
+    assert_eq!(out(&o).lines().last().unwrap_or_default(), "Hello from hopcore", "{}", shown(&args, &o));
+    assert!(err(&o).contains("(4 layers)"), "{}", shown(&args, &o));
+    // Each proxy removed one layer (its own, from ":client") and forwarded to the next hop only.
+    let next: Vec<String> =
+        proxies.iter().skip(1).map(|p| p.addr.to_string()).chain(std::iter::once(addr.to_string())).collect();
+    for (k, p) in proxies.iter().enumerate() {
+        let line = p.exchange(1);
+        assert!(line.contains("layers_in=[\":client\"]"), "proxy {}: {line}", k + 1);
+        assert!(line.contains("layers_out=[]"), "proxy {}: {line}", k + 1);
+        assert!(line.contains(&next[k]), "proxy {} forwards to {}: {line}", k + 1, next[k]);
+        for (j, other) in next.iter().enumerate() {
+            if j != k {
+                assert!(!line.contains(other.as_str()), "proxy {} must not learn {other}: {line}", k + 1);
+            }
+        }
+    }
+}
