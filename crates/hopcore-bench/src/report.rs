@@ -349,7 +349,8 @@ pub fn markdown(rows: &[Row], micro: Option<&Value>, memory: Option<&Value>, env
     md
 }
 
-const COLORS: [(&str, &str); 5] = [
+const COLORS: [(&str, &str); 6] = [
+    ("hopcore (", "#f59f00"),
     ("hopcore", "#d9480f"),
     ("libcoap", "#1c7ed6"),
     ("aiocoap", "#2f9e44"),
@@ -358,7 +359,7 @@ const COLORS: [(&str, &str); 5] = [
 ];
 
 fn color(implementation: &str) -> &'static str {
-    COLORS.iter().find(|(k, _)| implementation.starts_with(k)).map_or(COLORS[4].1, |(_, c)| c)
+    COLORS.iter().find(|(k, _)| implementation.starts_with(k)).map_or(COLORS[5].1, |(_, c)| c)
 }
 
 fn esc(t: &str) -> String {
@@ -378,14 +379,21 @@ fn chart(
     let height = 220.0;
     let bar_w = 26.0;
     let gap = 30.0;
-    let max = groups.iter().flat_map(|(_, b)| b.iter().map(|(_, v)| *v)).fold(0.0f64, f64::max).max(1e-9);
+    let data_max = groups.iter().flat_map(|(_, b)| b.iter().map(|(_, v)| *v)).fold(0.0f64, f64::max).max(1e-9);
+    // Linear axes end at a round number: 4 steps of 1, 2 or 5 × 10^k.
+    let step = {
+        let raw = data_max / 4.0;
+        let mag = 10f64.powf(raw.log10().floor());
+        [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * mag).find(|s| *s >= raw).unwrap_or(10.0 * mag)
+    };
+    let max = if log { data_max } else { step * 4.0 };
     let scale = |v: f64| -> f64 {
         if log {
             let lo = 0.0; // log10(1)
             let hi = max.log10().ceil().max(1.0);
             ((v.max(1.0)).log10() - lo) / (hi - lo) * height
         } else {
-            v / (max * 1.1) * height
+            v / max * height
         }
     };
     let _ =
@@ -395,10 +403,11 @@ fn chart(
     let ticks: Vec<f64> = if log {
         (0..=max.log10().ceil().max(1.0) as i32).map(|e| 10f64.powi(e)).collect()
     } else {
-        (0..=4).map(|i| max * 1.1 * f64::from(i) / 4.0).collect()
+        (0..=4).map(|i| step * f64::from(i)).collect()
     };
     let mut x = left + 10.0;
-    let width_end = left + 10.0 + groups.iter().map(|(_, b)| b.len() as f64 * bar_w + gap).sum::<f64>();
+    let group_w = |name: &str, bars: usize| (bars as f64 * bar_w).max(name.len() as f64 * 6.5);
+    let width_end = left + 10.0 + groups.iter().map(|(n, b)| group_w(n, b.len()) + gap).sum::<f64>();
     for t in ticks {
         let y = base_y - scale(t);
         let _ = writeln!(
@@ -418,6 +427,9 @@ fn chart(
     );
     for (name, bars) in groups {
         let gx = x;
+        // Center the bars in a group at least as wide as its label.
+        let pad = (group_w(name, bars.len()) - bars.len() as f64 * bar_w) / 2.0;
+        x += pad;
         for (implementation, v) in bars {
             let h = scale(*v).max(0.5);
             let _ = writeln!(
@@ -437,6 +449,7 @@ fn chart(
             );
             x += bar_w;
         }
+        x += pad;
         let _ = writeln!(
             svg,
             r#"<text x="{:.1}" y="{:.1}" font-size="10" text-anchor="middle">{}</text>"#,
@@ -464,21 +477,22 @@ pub fn svg(rows: &[Row], subtitle: &str) -> String {
             (!bars.is_empty()).then(|| (s.clone(), bars))
         })
         .collect();
-    let bars = rows.len() as f64;
-    let width = (120.0 + bars * 26.0 + scenarios.len() as f64 * 30.0).max(640.0);
+    let label_w: f64 = scenarios.iter().map(|(s, rs)| (rs.len() as f64 * 26.0).max(s.len() as f64 * 6.5)).sum();
+    let width = (120.0 + label_w + scenarios.len() as f64 * 30.0).max(640.0);
     let mut body = String::new();
     let y = chart(&mut body, 40.0, "Throughput (requests/s, higher is better)", &rps, false, "req/s");
     let y =
         chart(&mut body, y, "Proxy CPU per relayed request (µs, log scale, lower is better)", &cpu, true, "µs/request");
     let mut legend_x = 70.0;
-    for (name, c) in COLORS.iter().take(4) {
+    for (name, c) in COLORS.iter().take(5) {
+        let name = if *name == "hopcore (" { "hopcore (variant)" } else { name };
         let _ = writeln!(
             body,
             r#"<rect x="{legend_x}" y="{y:.1}" width="12" height="12" fill="{c}"/><text x="{:.1}" y="{:.1}" font-size="11">{name}</text>"#,
             legend_x + 16.0,
             y + 10.0
         );
-        legend_x += 100.0;
+        legend_x += 130.0;
     }
     let height = y + 30.0;
     format!(
