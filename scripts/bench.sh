@@ -172,6 +172,7 @@ P_HOP_OSC=$((PORT + 11))     # hopcore proxy --credentials (an OSCORE endpoint: 
 P_LIBCOAP=$((PORT + 20))
 P_AIO=$((PORT + 21))
 P_ON1=$((PORT + 30)) P_ON2=$((PORT + 31)) P_ON3=$((PORT + 32))
+P_HOP_MANY=$((PORT + 12))    # hopcore proxy --credentials with 5000 more client contexts (CF-7)
 P_FLOOR=$((PORT + 40))       # hopcore-bench relay to the plain origin
 P_FLOOR_OSC=$((PORT + 41))   # hopcore-bench relay to the OSCORE origin
 L=127.0.0.1
@@ -181,17 +182,27 @@ mkdir -p "$C"
 {
     entry "peer = \":client\"" 02 01 "$SEC_CS"
     entry "peer = \":proxy\"" 04 d4 "$SEC_PS"
+    entry "peer = \":proxy-many\"" 05 d5 "$SEC_PS"
 } >"$C/origin.toml"
 {
     entry "peer = \":client1\"" 0a 20 "$SEC_CP"
     entry "uri = \"coap://$L:$P_ORIGIN_OSC/*\"" d4 04 "$SEC_PS"
 } >"$C/proxy.toml"
+{
+    # A proxy with many clients: 5000 more client contexts (distinct Recipient IDs), the P-S
+    # context of its own (its own sequence numbers towards the origin).
+    for i in $(seq 5000); do
+        entry "peer = \":c$i\"" 0b "$(printf '%06x' $((0x100000 + i)))" "$SEC_CP"
+    done
+    entry "peer = \":client1\"" 0a 20 "$SEC_CP"
+    entry "uri = \"coap://$L:$P_ORIGIN_OSC/*\"" d5 05 "$SEC_PS"
+} >"$C/proxy-many.toml"
 entry "uri = \"coap://$L:$P_ORIGIN_OSC/*\"" 01 02 "$SEC_CS" >"$C/client-e2e.toml"
 # The same end-to-end context, addressed through the floor relay's port.
 entry "uri = [\"coap://$L:$P_ORIGIN_OSC/*\", \"coap://$L:$P_FLOOR_OSC/*\"]" 01 02 "$SEC_CS" >"$C/client-floor.toml"
 {
     entry "uri = \"coap://$L:$P_ORIGIN_OSC/*\"" 01 02 "$SEC_CS"
-    entry "uri = \"coap://$L:$P_HOP_OSC/*\"" 20 0a "$SEC_CP"
+    entry "uri = [\"coap://$L:$P_HOP_OSC/*\", \"coap://$L:$P_HOP_MANY/*\"]" 20 0a "$SEC_CP"
 } >"$C/client-cf7.toml"
 {
     entry "uri = \"coap://$L:$P_ORIGIN_OSC/*\"" 01 02 "$SEC_CS"
@@ -218,6 +229,9 @@ PID_HOP=$LAST_PID
 start hopcore-proxy-oscore "$HOPCORE" proxy --bind "$L:$P_HOP_OSC" --config "$RUN/proxy.toml" \
     --credentials "$C/proxy.toml" --state-dir "$RUN/state-proxy"
 PID_HOP_OSC=$LAST_PID
+start hopcore-proxy-many "$HOPCORE" proxy --bind "$L:$P_HOP_MANY" --config "$RUN/proxy.toml" \
+    --credentials "$C/proxy-many.toml" --state-dir "$RUN/state-proxy-many"
+PID_HOP_MANY=$LAST_PID
 start libcoap-proxy coap-server-notls -A "$L" -p "$P_LIBCOAP" -P ',proxy.invalid'
 PID_LIBCOAP=$LAST_PID
 start aiocoap-proxy "$AIOPROXY" --forward --bind "$L:$P_AIO"
@@ -240,6 +254,7 @@ ready "coap://$L:$P_LIBCOAP_ORIGIN/"
 ready "coap://$L:$P_FLOOR/hello"
 ready "coap://$L:$P_ORIGIN/hello" --proxy "coap://$L:$P_HOP"
 ready "coap://$L:$P_ORIGIN/hello" --proxy "coap://$L:$P_HOP_OSC"
+ready "coap://$L:$P_ORIGIN/hello" --proxy "coap://$L:$P_HOP_MANY"
 ready "coap://$L:$P_ORIGIN/hello" --proxy "coap://$L:$P_LIBCOAP"
 ready "coap://$L:$P_ORIGIN/hello" --proxy "coap://$L:$P_AIO" --proxy-scheme
 for i in 1 2 3; do
@@ -306,6 +321,12 @@ for round in $(seq "$ROUNDS"); do
     # CF-7: OSCORE on each leg (C-P, P-S) plus end to end; no peer does this.
     row "proxy CF-7" "hopcore" --target "$OO" --credentials "$C/client-cf7.toml" --state-dir "$RUN/state-client" \
         --proxy "coap://$L:$P_HOP_OSC" --requests "$REQUESTS" --watch-pid "proxy=$PID_HOP_OSC" --watch-pid "$W_OO"
+
+    # The same with 5000 more client contexts at the proxy: does the cost depend on how many
+    # clients a proxy has? (A tenth of the requests: it does, today.)
+    row "proxy CF-7, 5000 more client contexts" "hopcore" --target "$OO" --credentials "$C/client-cf7.toml" \
+        --state-dir "$RUN/state-client" --proxy "coap://$L:$P_HOP_MANY" --requests "$(( (REQUESTS + 9) / 10 ))" \
+        --watch-pid "proxy=$PID_HOP_MANY" --watch-pid "$W_OO"
 
     # Onion route through three proxies (CP §2.3): a layer for each proxy plus end to end.
     row "onion 3 proxies" "hopcore" --target "$OO" --credentials "$C/client-onion.toml" \
