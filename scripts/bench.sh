@@ -144,6 +144,29 @@ elif [ "${HOPCORE_BENCH_SKIP_MICRO:-0}" != "1" ]; then
         2>&1 | tee "$RAW/micro.txt" | grep -E '^(==|layers|context derivation| +(request|response))' || true
 fi
 
+# ------------------------------------------------------------------ 2b. instruction counts
+# Wall-clock medians on a shared 2-core machine move by tens of percent; instruction counts do
+# not. One OSCORE exchange (4 operations) against the raw AEAD on the same bytes, per payload.
+rm -f "$RAW/instructions.jsonl"
+if command -v valgrind >/dev/null; then
+    log "instruction counts (callgrind)"
+    ir() { # ir MODE PAYLOAD ITERATIONS -> instructions
+        valgrind --tool=callgrind --callgrind-out-file=/dev/null "$GEN" oscore-loop --mode "$1" --payload "$2" \
+            --iterations "$3" 2>&1 | sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
+    }
+    N=1000 PAYLOADS="0 64 512 1024"
+    [ "$SMOKE" = 1 ] && N=10 PAYLOADS=0
+    for p in $PAYLOADS; do
+        for m in exchange aead aead-prekeyed; do
+            a="$(ir "$m" "$p" 0)"
+            b="$(ir "$m" "$p" "$N")"
+            printf '{"payload":%s,"mode":"%s","per_exchange":%s}\n' "$p" "$m" "$(( (b - a) / N ))" >>"$RAW/instructions.jsonl"
+        done
+    done
+else
+    log "valgrind not installed: no instruction counts"
+fi
+
 # ------------------------------------------------------------------ 3. memory
 log "memory figures"
 if [ "$SMOKE" = 1 ]; then
@@ -347,7 +370,7 @@ cat >"$RAW/env.json" <<EOF
   "nproc": $(nproc),
   "cpu": $(json_str "$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)"),
   "kernel": $(json_str "$(uname -sr)"),
-  "commit": $(json_str "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo '+dirty')"),
+  "commit": $(json_str "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet -- . ':!results' 2>/dev/null || echo '+dirty')"),
   "load_before": $(json_str "$LOAD_BEFORE"),
   "load_after": $(json_str "$LOAD_AFTER"),
   "note": $(json_str "Other processes using CPU at the start: ${OTHERS_BEFORE:-none}; at the end: ${OTHERS_AFTER:-none}. In flight: $IN_FLIGHT; rounds: $ROUNDS; requests per row: $REQUESTS (aiocoap: $AIO_REQUESTS), at most $DURATION s per row, $WARMUP warm-up requests. ${HOPCORE_BENCH_NOTE:-}")

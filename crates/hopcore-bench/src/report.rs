@@ -166,6 +166,34 @@ fn opt(v: Option<f64>, digits: usize) -> String {
     v.map_or_else(|| "–".to_string(), |x| format!("{x:.digits$}"))
 }
 
+/// The instruction-count table from `instructions.jsonl` lines
+/// (`{"payload", "mode": "exchange"|"aead"|"aead-prekeyed", "per_exchange"}`).
+pub fn instructions_table(lines: &str) -> Option<String> {
+    let mut by: BTreeMap<u64, BTreeMap<String, f64>> = BTreeMap::new();
+    for l in lines.lines().filter(|l| !l.trim().is_empty()) {
+        let Ok(v) = serde_json::from_str::<Value>(l) else { continue };
+        by.entry(u(&v, "payload")).or_default().insert(s(&v, "mode"), f(&v, "per_exchange"));
+    }
+    if by.is_empty() {
+        return None;
+    }
+    let mut md = String::new();
+    let _ = writeln!(md, "\nInstruction counts (callgrind, `hopcore-bench oscore-loop`): one exchange = protect and unprotect of a request and of a response, against the same AEAD work on the same bytes. Reproducible where the timings above are not.\n");
+    let _ = writeln!(
+        md,
+        "| payload B | OSCORE exchange Ir | AEAD Ir | ratio (target ≤ 2) | pre-keyed AEAD Ir | ratio to pre-keyed |"
+    );
+    let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|");
+    for (p, m) in &by {
+        let x = m.get("exchange").copied().unwrap_or(0.0);
+        let a = m.get("aead").copied().unwrap_or(0.0);
+        let k = m.get("aead-prekeyed").copied().unwrap_or(0.0);
+        let r = |d: f64| if d > 0.0 { format!("{:.2}", x / d) } else { "–".into() };
+        let _ = writeln!(md, "| {p} | {x:.0} | {a:.0} | {} | {k:.0} | {} |", r(a), r(k));
+    }
+    Some(md)
+}
+
 pub fn markdown(rows: &[Row], micro: Option<&Value>, memory: Option<&Value>, env: Option<&Value>) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "# hopcore benchmark results\n");
@@ -516,7 +544,16 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
     let micro = read_json(&args.raw.join("micro.json"));
     let memory = read_json(&args.raw.join("memory.json"));
     let env = read_json(&args.raw.join("env.json"));
-    let md = markdown(&rows, micro.as_ref(), memory.as_ref(), env.as_ref());
+    let mut md = markdown(&rows, micro.as_ref(), memory.as_ref(), env.as_ref());
+    if let Some(t) =
+        instructions_table(&std::fs::read_to_string(args.raw.join("instructions.jsonl")).unwrap_or_default())
+    {
+        // After the micro-benchmark tables, before the memory section.
+        match md.find("\n## Memory") {
+            Some(i) => md.insert_str(i, &t),
+            None => md.push_str(&t),
+        }
+    }
     let subtitle = env.as_ref().map_or_else(String::new, |e| {
         format!(
             "{} · {} cores · {} · load {}",
