@@ -409,22 +409,12 @@ fn handle_oscore(shared: &Arc<Shared>, oscore: &Oscore, obs: &mpsc::UnboundedSen
     let IncomingRequest { handle, message } = req;
     let method = message.code;
     let outer_no_response = no_response(&message.options);
-    let has_layer = message.options.contains(num::OSCORE);
     let limits = Limits { max_layers: shared.cfg.max_layers };
     let outcome = {
         let mut store = lock(oscore.sec.store_ref());
         // CP §2.4.1: only the contexts of this source's list can be found.
-        let allowed = oscore.resolved.contexts_for(&shared.cfg, &oscore.sec, handle.peer.ip());
-        let kids: Vec<(Vec<u8>, Option<Vec<u8>>)> = if has_layer {
-            allowed
-                .iter()
-                .filter_map(|&id| store.get(id))
-                .map(|c| (c.recipient_id().to_vec(), c.id_context().map(<[u8]>::to_vec)))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let policy = ProxyPolicy { cfg: &shared.cfg, local: &shared.local, kids: &kids };
+        let allowed = oscore.resolved.contexts_for(&shared.cfg, handle.peer.ip());
+        let policy = ProxyPolicy { cfg: &shared.cfg, local: &shared.local, resolved: &oscore.resolved, allowed };
         let mut view = SourceContexts { store: &mut store, allowed };
         process_request(message, &mut view, &policy, &limits)
     };

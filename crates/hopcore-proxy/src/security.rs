@@ -17,6 +17,7 @@
 //! layers removed from its request in reverse order (CP §2.5,
 //! [`hopcore_layers::protect_response_layers`]).
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -156,26 +157,40 @@ impl ProxySecurity {
                     by_label(l).ok_or_else(|| SecurityConfigError::SourceLabel { index: i + 1, label: l.clone() })?;
                 ids.push(id);
             }
+            ids.sort_unstable();
             sources.push(ids);
         }
-        Ok(Resolved { sources })
+        // Built once, so that a request costs a hash lookup and a binary search, however many
+        // clients the proxy has.
+        let mut clients = self.clients.clone();
+        clients.sort_unstable();
+        let mut kids: KidIndex = HashMap::new();
+        for &id in &clients {
+            if let Some(c) = store.get(id) {
+                kids.entry(c.recipient_id().to_vec()).or_default().push((c.id_context().map(<[u8]>::to_vec), id));
+            }
+        }
+        Ok(Resolved { sources, clients, kids })
     }
 }
 
-/// The `[[source]]` rules with their labels resolved, in configuration order.
+/// The `[[source]]` rules with their labels resolved, in configuration order; every list
+/// sorted (membership by binary search).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Resolved {
     sources: Vec<Vec<ContextId>>,
+    /// All client contexts.
+    clients: Vec<ContextId>,
+    /// Client contexts by Recipient ID (the 'kid' of their requests), with their ID Context.
+    kids: KidIndex,
 }
+
+/// Client contexts by Recipient ID, each with its ID Context.
+type KidIndex = HashMap<Vec<u8>, Vec<(Option<Vec<u8>>, ContextId)>>;
 
 impl Resolved {
     /// CP §2.4.1: the contexts a request from `peer` may be verified with.
-    pub(crate) fn contexts_for<'a>(
-        &'a self,
-        cfg: &ProxyConfig,
-        sec: &'a ProxySecurity,
-        peer: IpAddr,
-    ) -> &'a [ContextId] {
+    pub(crate) fn contexts_for<'a>(&'a self, cfg: &ProxyConfig, peer: IpAddr) -> &'a [ContextId] {
         let best = cfg
             .sources
             .iter()
@@ -185,7 +200,7 @@ impl Resolved {
             .map(|(i, _)| i);
         match best.and_then(|i| self.sources.get(i)) {
             Some(ids) => ids,
-            None => &sec.clients,
+            None => &self.clients,
         }
     }
 }
@@ -199,25 +214,11 @@ pub(crate) struct SourceContexts<'a> {
     pub allowed: &'a [ContextId],
 }
 
-/// Whether `ctx` is a candidate for an OSCORE option with `kid` and `kid_context`
-/// (RFC 8613 §8.2 step 2, §5.1), in pass 0 (exact: no kid context and no ID Context, or the
-/// kid context equals the ID Context) or pass 1 (no kid context sent, the context has one).
-fn candidate(ctx: &SecurityContext, kid: &[u8], kid_context: Option<&[u8]>, pass: u8) -> bool {
-    if ctx.recipient_id() != kid {
-        return false;
-    }
-    match kid_context {
-        Some(kc) => pass == 0 && ctx.id_context() == Some(kc),
-        None => (pass == 0) == ctx.id_context().is_none(),
-    }
-}
-
-/// The first context of `allowed` for `kid` / `kid_context`, with the tie rules of
-/// [`ContextStore::lookup_recipient`].
+/// The first context of `allowed` (sorted) for `kid` / `kid_context`, with the tie rules of
+/// [`ContextStore::lookup_recipient`]: the store's index finds the candidates, membership is a
+/// binary search.
 fn lookup_in(store: &ContextStore, allowed: &[ContextId], kid: &[u8], kid_context: Option<&[u8]>) -> Option<ContextId> {
-    (0..2u8).find_map(|pass| {
-        allowed.iter().copied().find(|&id| store.get(id).is_some_and(|c| candidate(c, kid, kid_context, pass)))
-    })
+    store.lookup_recipient_all(kid, kid_context).into_iter().find(|id| allowed.binary_search(id).is_ok())
 }
 
 impl SecurityContexts for SourceContexts<'_> {
@@ -247,8 +248,10 @@ impl SecurityContexts for SourceContexts<'_> {
 pub(crate) struct ProxyPolicy<'a> {
     pub cfg: &'a ProxyConfig,
     pub local: &'a Local,
-    /// The (Recipient ID, ID Context) of each context this request's source may use.
-    pub kids: &'a [(Vec<u8>, Option<Vec<u8>>)],
+    /// The client contexts, indexed by kid.
+    pub resolved: &'a Resolved,
+    /// The contexts this request's source may use (sorted).
+    pub allowed: &'a [ContextId],
 }
 
 impl ProxyPolicy<'_> {
@@ -258,9 +261,11 @@ impl ProxyPolicy<'_> {
         let Some(value) = req.options.get(num::OSCORE) else { return false };
         let Ok(opt) = hopcore_oscore::OscoreOption::parse(value) else { return false };
         let Some(kid) = opt.kid else { return false };
-        self.kids
-            .iter()
-            .any(|(rid, idc)| rid.as_slice() == kid && opt.kid_context.is_none_or(|kc| idc.as_deref() == Some(kc)))
+        self.resolved.kids.get(kid).is_some_and(|entries| {
+            entries.iter().any(|(idc, id)| {
+                opt.kid_context.is_none_or(|kc| idc.as_deref() == Some(kc)) && self.allowed.binary_search(id).is_ok()
+            })
+        })
     }
 }
 
