@@ -8,6 +8,11 @@
 pub mod chain;
 pub mod wire;
 
+/// The process harness shared with the other end-to-end tests (one `run_bounded`).
+#[path = "../common/mod.rs"]
+mod common;
+pub use common::run_bounded;
+
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -265,51 +270,6 @@ impl HopProxy {
             assert!(Instant::now() < deadline, "no exchange #{n} in the log\n{}", self.proc.logs());
             std::thread::sleep(Duration::from_millis(20));
         }
-    }
-}
-
-/// Runs `cmd` to completion with stdin closed, killing it after `limit` and then panicking
-/// with what it printed. Output is read while it runs.
-pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-    let mut out = child.stdout.take().expect("stdout");
-    let mut err = child.stderr.take().expect("stderr");
-    let out_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = out.read_to_end(&mut v);
-        v
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = err.read_to_end(&mut v);
-        v
-    });
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-        }
-    };
-    let stdout = out_reader.join().unwrap_or_default();
-    let stderr = err_reader.join().unwrap_or_default();
-    match status {
-        Some(status) => Output { status, stdout, stderr },
-        None => panic!(
-            "{cmd:?} did not finish within {limit:?}; killed.\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            String::from_utf8_lossy(&stdout),
-            String::from_utf8_lossy(&stderr)
-        ),
     }
 }
 
